@@ -1,0 +1,23 @@
+"""fnserve: write a ``@predict`` function, serve it, call it.
+
+What a function author types lives here; everything else is internal.
+"""
+
+from fnserve.runtime.spec import predict
+from fnserve.runtime.types import Field, Image, Tensor
+
+__all__ = ["Client", "Field", "Image", "Tensor", "TrainContext", "predict"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Lazy so that `import fnserve` in a function file does not pull in fsspec and friends.
+    if name == "Client":
+        from fnserve.client import Client
+
+        return Client
+    if name == "TrainContext":
+        from fnserve.runtime.training import TrainContext
+
+        return TrainContext
+    raise AttributeError(f"module 'fnserve' has no attribute {name!r}")

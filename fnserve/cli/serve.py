@@ -1,0 +1,83 @@
+"""``fn serve`` and ``fn functions``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import click
+from rich.table import Table
+
+from fnserve.cli.main import console, load_settings, out, user_errors
+from fnserve.runtime.app import create_app
+from fnserve.runtime.loader import discover
+from fnserve.runtime.server import bind_socket, serve
+from fnserve.runtime.service import Runtime
+
+
+@click.command("serve")
+@click.argument("targets", nargs=-1, type=click.Path())
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
+@user_errors
+def serve_command(targets: tuple[str, ...], host: str | None, port: int | None, store: str | None) -> None:
+    """Serve functions over HTTP, in this process (no Docker, no cluster).
+
+    TARGETS are function folders, predict.py files, or folders of function folders
+    (default: ./functions).
+
+    \b
+    Examples:
+      fn serve
+      fn serve functions/recs --port 9000
+      fn serve --host 0.0.0.0 --store s3://models/checkpoints
+    """
+    settings = load_settings(host=host, port=port, store=store)
+    found = discover(targets or [settings.project_dir / "functions"])
+    runtime = Runtime(found, settings)
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    base = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
+    console.print(f"fnserve: loading {len(found)} function(s), listening on {base}")
+
+    def ready() -> None:
+        for name, fn in runtime.functions.items():
+            version = fn.loaded.version if fn.loaded else None
+            console.print(
+                f"  ready  {base}/function/{name}" + (f"  (checkpoint v{version})" if version else "")
+            )
+
+    try:
+        asyncio.run(serve(create_app(runtime), runtime, sock, on_ready=ready))
+    finally:
+        with contextlib.suppress(OSError):  # Hypercorn may have closed it already
+            sock.close()
+
+
+@click.command("functions")
+@click.argument("targets", nargs=-1, type=click.Path())
+@user_errors
+def functions_command(targets: tuple[str, ...]) -> None:
+    """List the project's functions, their inputs and published checkpoint versions.
+
+    \b
+    Examples:
+      fn functions
+    """
+    settings = load_settings()
+    runtime = Runtime(discover(targets or [settings.project_dir / "functions"]), settings)
+    table = Table("function", "inputs", "output", "versions")
+    for fn in runtime.functions.values():
+        inputs = ", ".join(f"{f.name}: {f.kind}" for f in fn.schema.inputs)
+        versions = ", ".join(map(str, fn.describe()["available_versions"])) or "-"
+        table.add_row(
+            fn.name, inputs, fn.schema.output.kind, versions if fn.spec.checkpoint else "(none needed)"
+        )
+    out.print(table)
+
+
+COMMANDS = [serve_command, functions_command]

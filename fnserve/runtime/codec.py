@@ -1,0 +1,268 @@
+"""Pure decoding and validation: request values in, numpy columns out, predictions back.
+
+Nothing here touches asyncio or HTTP, so every rule is unit-tested directly. Each error is
+a ``ValidationError`` that names the field (and the instance, in a batch) and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from fnserve.runtime.errors import ModelError, ValidationError
+from fnserve.runtime.schema import InputField, OutputSpec, Schema
+
+MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_query(schema: Schema, items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """One instance from query parameters (``GET /function/{name}?a=1&b=x``)."""
+    raw: dict[str, str] = {}
+    for key, value in items:
+        field = schema.field(key)
+        if field is None:
+            raise ValidationError(f"unknown parameter {key!r}; expected {_names(schema)}")
+        if key in raw:
+            raise ValidationError(f"parameter {key!r} is given more than once")
+        if field.kind == "image":
+            raise ValidationError(f"{key}: images cannot be sent as query parameters; POST the image bytes")
+        raw[key] = value
+    return validate_instance(schema, {k: from_text(schema.field(k), v) for k, v in raw.items()})  # type: ignore[arg-type]
+
+
+def from_text(field: InputField, text: str) -> Any:
+    """Query values are text: turn them into the JSON-like value the field expects."""
+    if field.kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValidationError(f"{field.name}: expected an integer, got {text!r}") from None
+    if field.kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValidationError(f"{field.name}: expected a number, got {text!r}") from None
+    if field.kind == "bool":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValidationError(f"{field.name}: expected true or false, got {text!r}")
+    if field.kind == "tensor":
+        parts = text.strip("[]").split(",") if text.strip("[]") else []
+        try:
+            return [float(p) for p in parts]
+        except ValueError:
+            raise ValidationError(f"{field.name}: expected comma-separated numbers, got {text!r}") from None
+    return text
+
+
+def validate_instance(schema: Schema, instance: Any, where: str = "") -> dict[str, Any]:
+    """Check one instance (a JSON object) against the schema; fill defaults."""
+    if not isinstance(instance, Mapping):
+        raise ValidationError(f"{where or 'body'}: expected a JSON object of inputs, got {_kind(instance)}")
+    out: dict[str, Any] = {}
+    for key in instance:
+        if schema.field(key) is None:
+            raise ValidationError(f"{where}{key}: unknown input; expected {_names(schema)}")
+    for field in schema.inputs:
+        if field.name not in instance or instance[field.name] is None:
+            if field.required:
+                raise ValidationError(f"{where}{field.name}: missing required input ({field.kind})")
+            out[field.name] = field.default
+            continue
+        out[field.name] = check_value(field, instance[field.name], where + field.name)
+    return out
+
+
+def check_value(field: InputField, value: Any, label: str) -> Any:
+    """One JSON value checked and converted for ``field``; ``label`` names it in errors."""
+    kind = field.kind
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValidationError(f"{label}: expected an integer, got {_kind(value)}")
+        if not -(2**63) <= value < 2**63:
+            raise ValidationError(f"{label}: {value} does not fit in a 64-bit integer")
+        return _bounded(field, value, label)
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValidationError(f"{label}: expected a number, got {_kind(value)}")
+        value = float(value)
+        if not math.isfinite(value) and not (field.constraint and field.constraint.allow_nan):
+            raise ValidationError(f"{label}: expected a finite number, got {value}")
+        return _bounded(field, value, label)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValidationError(f"{label}: expected true or false, got {_kind(value)}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValidationError(f"{label}: expected a string, got {_kind(value)}")
+        return value
+    if kind == "category":
+        if value not in field.choices:
+            raise ValidationError(f"{label}: expected one of {', '.join(field.choices)}, got {value!r}")
+        return value
+    if kind == "tensor":
+        return _tensor(field, value, label)
+    if isinstance(value, np.ndarray):  # already decoded (raw image body)
+        return value
+    return decode_image(field, image_bytes(value, label), label)
+
+
+def _bounded(field: InputField, value: float, label: str) -> Any:
+    c = field.constraint
+    if c is not None and math.isfinite(value):
+        if c.ge is not None and value < c.ge:
+            raise ValidationError(f"{label}: must be >= {c.ge}, got {value}")
+        if c.le is not None and value > c.le:
+            raise ValidationError(f"{label}: must be <= {c.le}, got {value}")
+    return value
+
+
+def _tensor(field: InputField, value: Any, label: str) -> np.ndarray:
+    assert field.tensor is not None
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value, dtype=np.float64 if field.tensor.dtype != "bool" else bool)
+        except (ValueError, TypeError):
+            raise ValidationError(
+                f"{label}: expected a nested list of numbers of shape {_shape(field)}"
+            ) from None
+    if array.ndim != len(field.shape) or any(
+        want is not None and want != got for want, got in zip(field.shape, array.shape, strict=True)
+    ):
+        raise ValidationError(f"{label}: expected shape {_shape(field)}, got {list(array.shape)}")
+    nan_allowed = field.constraint is not None and field.constraint.allow_nan
+    if array.dtype.kind == "f" and not nan_allowed and not np.isfinite(array).all():
+        raise ValidationError(f"{label}: expected finite numbers, got NaN or infinity")
+    integral = field.tensor.dtype.startswith(("int", "uint"))
+    if integral and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise ValidationError(f"{label}: expected integers ({field.tensor.dtype})")
+    return array.astype(field.tensor.dtype, copy=False)
+
+
+def image_bytes(value: Any, label: str) -> bytes:
+    """Images in JSON are base64 text or ``{"b64": "..."}`` (TF Serving's binary convention)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, Mapping) and set(value) == {"b64"}:
+        value = value["b64"]
+    if not isinstance(value, str):
+        raise ValidationError(f"{label}: expected a base64-encoded image, got {_kind(value)}")
+    if value.startswith("data:") and "," in value:  # data URLs as produced by browsers
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(f"{label}: not valid base64") from None
+
+
+def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
+    """JPEG/PNG/... bytes to a uint8 RGB array, resized to the field's size if it has one."""
+    assert field.image is not None
+    try:
+        with PILImage.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise ValidationError(f"{label}: image of {opened.width}x{opened.height} pixels is too large")
+            img = opened.convert(field.image.mode)
+        if field.image.size is not None:
+            height, width = field.image.size
+            if img.size != (width, height):
+                img = img.resize((width, height), PILImage.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+    except ValidationError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ValidationError(
+            f"{label}: not a decodable image (expected JPEG, PNG, GIF, BMP or WebP)"
+        ) from None
+
+
+def to_columns(schema: Schema, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validated instances to one column per input (numpy, first axis = batch)."""
+    columns: dict[str, Any] = {}
+    for field in schema.inputs:
+        values = [inst[field.name] for inst in instances]
+        if field.kind in ("tensor", "image"):
+            shapes = {v.shape for v in values}
+            columns[field.name] = np.stack(values) if len(shapes) == 1 else values
+        elif field.kind in ("str", "category"):
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            columns[field.name] = column
+        else:
+            columns[field.name] = np.asarray(values, dtype=field.dtype)
+    return columns
+
+
+def split_outputs(spec: OutputSpec, result: Any, n: int, function: str) -> list[Any]:
+    """The function's batch result as ``n`` JSON-ready predictions, in order."""
+    if isinstance(result, Mapping) and spec.kind in ("dict", "any"):
+        # dict of columns {label: array(n)} -> n dicts
+        cols = {k: _as_list(v, n, function, f"output {k!r}") for k, v in result.items()}
+        return [{k: col[i] for k, col in cols.items()} for i in range(n)]
+    return _as_list(result, n, function, "output")
+
+
+def _as_list(values: Any, n: int, function: str, what: str) -> list[Any]:
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    elif hasattr(values, "numpy"):  # a framework tensor
+        values = np.asarray(values.numpy()).tolist()
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
+        raise ModelError(
+            f"function {function!r} returned {type(values).__name__} as {what}; expected a batch"
+        )
+    if len(values) != n:
+        raise ModelError(f"function {function!r} returned {len(values)} values as {what} for {n} instances")
+    return [_jsonable(v) for v in values]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _names(schema: Schema) -> str:
+    return ", ".join(f.name for f in schema.inputs)
+
+
+def _shape(field: InputField) -> str:
+    return "[" + ", ".join("*" if d is None else str(d) for d in field.shape) + "]"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value[:40]!r}"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

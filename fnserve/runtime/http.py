@@ -1,0 +1,143 @@
+"""HTTP plumbing shared by every route: bounded body reading, inflation, JSON, errors.
+
+Bodies are limited *before* they are buffered (Content-Length, then while streaming) and
+compressed bodies are limited *after* inflation, so neither a large upload nor a zip bomb
+can take the process's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fnserve.runtime.errors import BadRequest, FnError, PayloadTooLarge, UnsupportedMediaType
+
+log = logging.getLogger("fnserve.http")
+
+JSON_TYPE = "application/json"
+ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def error_response(exc: FnError) -> Response:
+    return json_response({"error": exc.message}, exc.status, exc.headers)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, inflated, at most ``limit`` bytes either way, else 413."""
+    if media_type(request) in FORM_TYPES:
+        raise UnsupportedMediaType("form bodies are not accepted; send JSON, Arrow or raw image bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return _inflate(body, encoding, limit)
+    raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)  # bounded: never inflates past the limit
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"inflated request body is over the limit of {limit} bytes")
+        out += inflater.flush()
+    except zlib.error:
+        raise BadRequest(f"request body is not valid {encoding} data") from None
+    if not inflater.eof:
+        raise BadRequest(f"request body is truncated {encoding} data")
+    if len(out) > limit:
+        raise PayloadTooLarge(f"inflated request body is over the limit of {limit} bytes")
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.args[0] if exc.args else exc}") from None
+
+
+class RequestContext:
+    """ASGI middleware: request ids, the in-flight count for draining, and a last-resort 500.
+
+    A request id (the caller's ``X-Request-ID`` or a new one) is echoed on every response and
+    logged with any failure, so an error body can stay free of stack traces and paths.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]):
+        self.app = app
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "request %s %s failed (request id %s)", scope.get("method"), scope.get("path"), request_id
+            )
+            if not started:
+                body = orjson.dumps({"error": f"internal error (request id {request_id})"})
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", JSON_TYPE.encode())],
+                    }
+                )
+                await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            self.in_flight -= 1

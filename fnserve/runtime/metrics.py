@@ -1,0 +1,47 @@
+"""Prometheus metrics of one runtime process (own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fnserve_requests",
+            "Prediction requests by function and HTTP status",
+            ["function", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "fnserve_request_seconds",
+            "Prediction request latency",
+            ["function"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.instances = Counter("fnserve_instances", "Instances predicted", ["function"], registry=r)
+        self.batch_size = Histogram(
+            "fnserve_batch_size", "Instances per model call", ["function"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queued = Gauge(
+            "fnserve_queued_instances", "Instances waiting for a model call", ["function"], registry=r
+        )
+        self.in_flight = Gauge("fnserve_in_flight_requests", "HTTP requests being served", registry=r)
+        self.version = Gauge(
+            "fnserve_model_version", "Checkpoint version in memory", ["function"], registry=r
+        )
+        self.load_seconds = Gauge(
+            "fnserve_model_load_seconds",
+            "Time the last model load took (fetch + load)",
+            ["function"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "fnserve_function_ready", "1 when the function's model is loaded", ["function"], registry=r
+        )

@@ -1,0 +1,92 @@
+"""Run the app on Hypercorn, with a shutdown that loses no accepted request.
+
+On SIGTERM (or Ctrl-C): readiness turns off first, in-flight requests finish (bounded by
+``drain_timeout_s``), then Hypercorn closes its listeners and connections and the process
+exits. Requests that arrive while draining are still served: a load balancer may need a
+moment to notice readiness going off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+
+from fnserve.runtime.http import RequestContext
+from fnserve.runtime.service import Runtime
+
+log = logging.getLogger("fnserve.server")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back from ``getsockname``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def hypercorn_config(sock: socket.socket, drain_timeout_s: float) -> Config:
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.graceful_timeout = drain_timeout_s
+    config.accesslog = None  # metrics carry per-request figures; an access log per prediction is costly
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = 75  # longer than typical load balancer idle timeouts
+    return config
+
+
+async def serve(
+    app: RequestContext,
+    runtime: Runtime,
+    sock: socket.socket,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
+    drain_timeout_s = runtime.settings.drain_timeout_s
+    shutdown = asyncio.Event()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+
+    async def drain() -> None:
+        await stop.wait()
+        log.info("shutting down: readiness off, draining %d in-flight request(s)", app.in_flight)
+        runtime.draining = True
+        deadline = time.monotonic() + drain_timeout_s
+        while app.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        shutdown.set()
+
+    async def announce() -> None:
+        await runtime.wait_ready()
+        if on_ready is not None:
+            on_ready()
+
+    tasks = [loop.create_task(drain()), loop.create_task(announce())]
+    try:
+        await hypercorn_serve(app, hypercorn_config(sock, drain_timeout_s), shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,126 @@
+"""The runtime's life: load models in the background, follow new versions, drain on exit.
+
+The process is live at once and ready when every function's model is in memory. Storage
+that is down (or a checkpoint not yet published) keeps it live but not ready; loading is
+retried with backoff until it works. While following ``latest``, a newer version is loaded
+beside the old one and swapped in only when it loaded; a failed load keeps the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from fnserve.runtime.batcher import Batcher
+from fnserve.runtime.errors import FnError, NotFound
+from fnserve.runtime.function import ServedFunction
+from fnserve.runtime.loader import FoundFunction
+from fnserve.runtime.metrics import Metrics
+from fnserve.runtime.settings import Settings
+from fnserve.runtime.store import CheckpointStore
+
+log = logging.getLogger("fnserve.runtime")
+
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+class Runtime:
+    """Every served function of one process, with its batcher, and the process's readiness."""
+
+    def __init__(
+        self, found: Iterable[FoundFunction], settings: Settings, *, versions: dict[str, str] | None = None
+    ):
+        self.settings = settings
+        self.store = CheckpointStore(
+            settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
+        )
+        versions = versions or {}
+        self.functions: dict[str, ServedFunction] = {
+            f.spec.name: ServedFunction(f, self.store, versions.get(f.spec.name)) for f in found
+        }
+        self.metrics = Metrics()
+        self.batchers: dict[str, Batcher] = {}
+        self.draining = False
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(f.ready for f in self.functions.values())
+
+    def function(self, name: str) -> ServedFunction:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise NotFound(f"no function named {name!r}; see GET /functions") from None
+
+    def batcher(self, fn: ServedFunction) -> Batcher:
+        batcher = self.batchers.get(fn.name)
+        if batcher is None:
+
+            def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> list[Any]:
+                self.metrics.batch_size.labels(fn.name).observe(n)
+                return fn.call(columns, n)
+
+            batcher = Batcher(
+                fn.schema,
+                call,
+                max_batch_size=fn.spec.max_batch_size,
+                max_concurrency=fn.spec.max_concurrency,
+            )
+            self.batchers[fn.name] = batcher
+        return batcher
+
+    async def start(self) -> None:
+        """Start background loading; returns at once (liveness does not wait for models)."""
+        loop = asyncio.get_running_loop()
+        for fn in self.functions.values():
+            self.metrics.ready.labels(fn.name).set(0)
+            self._tasks.append(loop.create_task(self._keep_loaded(fn), name=f"load-{fn.name}"))
+
+    async def wait_ready(self, timeout_s: float | None = None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.ready:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _keep_loaded(self, fn: ServedFunction) -> None:
+        delay = RETRY_MIN_S
+        while not fn.ready:
+            if await self._try_load(fn):
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+        while True:  # follow `latest`
+            await asyncio.sleep(self.settings.reload_interval_s)
+            try:
+                newer = await asyncio.to_thread(fn.newer_version)
+            except FnError as exc:
+                log.warning("%s: checking for a newer version failed: %s", fn.name, exc.message)
+                continue
+            if newer is not None:
+                log.info("%s: version %s published, loading it", fn.name, newer)
+                await self._try_load(fn)
+
+    async def _try_load(self, fn: ServedFunction) -> bool:
+        try:
+            loaded = await asyncio.to_thread(fn.load)
+        except FnError as exc:
+            log.error("%s: not loaded: %s", fn.name, exc.message)
+            return False
+        self.metrics.ready.labels(fn.name).set(1)
+        self.metrics.version.labels(fn.name).set(loaded.version or 0)
+        self.metrics.load_seconds.labels(fn.name).set(loaded.load_s)
+        return True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for batcher in self.batchers.values():
+            await batcher.close()

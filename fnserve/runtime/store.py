@@ -1,0 +1,429 @@
+"""Versioned checkpoints in any fsspec storage, fetched into a verified local cache.
+
+Layout (TensorFlow Serving's numbered versions)::
+
+    {root}/{name}/{version}/...files...
+    {root}/{name}/{version}/fnserve-manifest.json     # sha256 + size of every file; written last
+
+A version exists once its manifest does: publishing uploads the files first and the manifest
+last, so readers never see half a checkpoint. Fetching downloads into a private temporary
+folder, checks every file against the manifest and only then renames it into the cache.
+
+    store = CheckpointStore("s3://models", storage_options={"anon": False})
+    store.publish("recs", Path("out/"), metadata={"metrics": {"auc": 0.8}})   # -> 1
+    checkpoint = store.fetch("recs")              # latest; checkpoint.path is a local folder
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from fsspec.core import split_protocol, url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError, CheckpointNotFound, StorageUnavailable
+from fnserve.runtime.spec import check_name, check_version
+
+MANIFEST_NAME = "fnserve-manifest.json"
+MANIFEST_FORMAT = 1
+# Written into a cached copy after every file was verified; holds the manifest digest.
+MARKER_NAME = ".fnserve-verified"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Exceptions from these libraries mean "the store cannot be reached", whatever their class.
+_STORAGE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "requests", "urllib3", "google", "gcsfs"}
+# One download per cache entry at a time in this process (other processes are handled by the rename).
+_download_locks: dict[Path, threading.Lock] = {}
+_download_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str  # hex digest of the file's bytes
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a published version holds. ``digest`` is the sha256 of the manifest bytes as stored.
+
+    >>> doc = b'{"format": 1, "name": "recs", "version": 1, "created": "2024-01-01T00:00:00Z", "files": {}}'
+    >>> Manifest.parse(doc, where="memory://s/recs/1/fnserve-manifest.json").version
+    1
+    """
+
+    name: str
+    version: int
+    created: str  # ISO 8601, UTC
+    files: Mapping[str, FileEntry]  # '/'-separated path inside the version folder -> entry
+    metadata: Mapping[str, Any]  # free-form JSON, e.g. {"metrics": {...}}
+    digest: str
+
+    @classmethod
+    def parse(cls, data: bytes, *, where: str) -> Manifest:
+        """Parse and check a manifest; anything odd is :class:`CheckpointCorrupt` naming ``where``."""
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            raise CheckpointCorrupt(f"{where}: manifest is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+            raise CheckpointCorrupt(f"{where}: manifest must be a JSON object with format {MANIFEST_FORMAT}")
+        name: Any = doc.get("name")
+        version: Any = doc.get("version")
+        created: Any = doc.get("created")
+        files: Any = doc.get("files")
+        metadata: Any = doc.get("metadata", {})
+        checks = [
+            (isinstance(name, str) and bool(name), "'name' must be a non-empty string"),
+            (_is_positive_int(version), "'version' must be a positive integer"),
+            (isinstance(created, str), "'created' must be a string"),
+            (isinstance(files, dict), "'files' must be an object"),
+            (isinstance(metadata, dict), "'metadata' must be an object"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise CheckpointCorrupt(f"{where}: bad manifest: {problem}")
+        entries = {path: _parse_entry(path, entry, where) for path, entry in files.items()}
+        return cls(
+            name=name,
+            version=version,
+            created=created,
+            files=MappingProxyType(entries),
+            metadata=MappingProxyType(metadata),
+            digest=hashlib.sha256(data).hexdigest(),
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A fetched version: ``path`` is a local, verified copy of the folder at ``url``."""
+
+    name: str
+    version: int
+    url: str
+    path: Path
+    manifest: Manifest
+
+
+class CheckpointStore:
+    """Publish and fetch numbered checkpoint versions under one fsspec ``root`` URL.
+
+    >>> store = CheckpointStore("memory://doc-store", cache_dir=Path(tempfile.mkdtemp()))
+    >>> store.location("recs")
+    'memory://doc-store/recs'
+    >>> store.versions("recs")
+    []
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_dir: Path | None = None,
+    ):
+        self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        self._filesystem(self.root)  # an unknown protocol or a missing backend fails here, not later
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self.root!r}, cache_dir={str(self.cache_dir)!r})"
+
+    def location(self, name: str) -> str:
+        """URL of the folder holding ``name``'s versions; a full URL is used as that folder."""
+        if "://" in name:
+            return name.rstrip("/")
+        return f"{self.root}/{check_name('checkpoint', name)}"
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions of ``name`` (those with a manifest), ascending."""
+        url = self.location(name)
+        fs, folder = self._filesystem(url)
+        with _storage_errors(url):
+            return [
+                v for v in self._version_folders(fs, folder) if fs.exists(f"{folder}/{v}/{MANIFEST_NAME}")
+            ]
+
+    def latest(self, name: str) -> int | None:
+        """The highest published version of ``name``, or None."""
+        url = self.location(name)
+        fs, folder = self._filesystem(url)
+        with _storage_errors(url):
+            # Newest first: usually one manifest check answers the question.
+            for version in reversed(self._version_folders(fs, folder)):
+                if fs.exists(f"{folder}/{version}/{MANIFEST_NAME}"):
+                    return version
+        return None
+
+    def resolve(self, name: str, version: str | int = "latest") -> int:
+        """``"latest"`` or a version number -> a published version number, else CheckpointNotFound."""
+        if str(version) == "latest":
+            latest = self.latest(name)
+            if latest is None:
+                raise CheckpointNotFound(
+                    f"checkpoint {name!r} has no published version in {self.location(name)}"
+                )
+            return latest
+        number = _version_number(version)
+        self.manifest(name, number)  # raises CheckpointNotFound naming what is there
+        return number
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        """Read and check the manifest of one version."""
+        url = f"{self.location(name)}/{_version_number(version)}/{MANIFEST_NAME}"
+        fs, path = self._filesystem(url)
+        with _storage_errors(url):
+            try:
+                data = fs.cat_file(path)
+            except FileNotFoundError:
+                published = ", ".join(map(str, self.versions(name))) or "none"
+                raise CheckpointNotFound(
+                    f"checkpoint {name!r} has no published version {version} in {self.location(name)} "
+                    f"(published: {published})"
+                ) from None
+        return Manifest.parse(data, where=url)
+
+    def publish(self, name: str, local_dir: str | Path, *, metadata: Mapping[str, Any] | None = None) -> int:
+        """Upload every file under ``local_dir`` as a new version of ``name``; return its number.
+
+        One publisher per name at a time (a training job): two racing publishers could pick the
+        same number, and fsspec offers no portable create-if-absent to stop them.
+
+        >>> store.publish("recs", Path("out/"), metadata={"metrics": {"accuracy": 0.91}})  # doctest: +SKIP
+        3
+        """
+        url = self.location(name)
+        files = _local_files(Path(local_dir))
+        entries = {rel: _hash_file(path) for rel, path in files.items()}
+        fs, folder = self._filesystem(url)
+        with _storage_errors(url):
+            # Count unpublished folders too: a half-written version from a crashed publisher is never reused.
+            version = max(self._version_folders(fs, folder), default=0) + 1
+            manifest = _render_manifest(name, version, entries, metadata or {})
+            try:
+                for rel, path in files.items():
+                    target = f"{folder}/{version}/{rel}"
+                    if isinstance(fs, LocalFileSystem):  # only local folders must exist before a write
+                        Path(target).parent.mkdir(parents=True, exist_ok=True)
+                    fs.put_file(str(path), target)
+                fs.pipe_file(f"{folder}/{version}/{MANIFEST_NAME}", manifest)  # last: this publishes it
+            except FileNotFoundError as exc:
+                raise CheckpointError(f"cannot publish to {url}: not found: {exc}") from exc
+        return version
+
+    def fetch(self, name: str, version: str | int = "latest") -> Checkpoint:
+        """A local, verified copy of one version, downloaded once and then served from the cache."""
+        number = self.resolve(name) if str(version) == "latest" else _version_number(version)
+        manifest = self.manifest(name, number)  # CheckpointNotFound when that version is not published
+        url = f"{self.location(name)}/{number}"
+        key = hashlib.sha256(f"{url}\n{manifest.digest}".encode()).hexdigest()[:24]
+        final = self.cache_dir / f"{_slug(name)}-{number}-{key}"
+        if not _is_verified(final, manifest.digest):
+            with _download_lock(final):
+                if not _is_verified(final, manifest.digest):  # another thread may have finished it meanwhile
+                    self._download(url, manifest, final)
+        return Checkpoint(name=name, version=number, url=url, path=final, manifest=manifest)
+
+    def _download(self, url: str, manifest: Manifest, final: Path) -> None:
+        """Download into a private folder, verify, then rename into place (atomic on one file system)."""
+        fs, base = self._filesystem(url)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.cache_dir))
+        try:
+            for rel, entry in manifest.files.items():
+                local, file_url = temp / rel, f"{url}/{rel}"
+                local.parent.mkdir(parents=True, exist_ok=True)
+                with _storage_errors(file_url):
+                    try:
+                        fs.get_file(f"{base}/{rel}", str(local))
+                    except FileNotFoundError:
+                        raise CheckpointCorrupt(f"{file_url} is listed in the manifest but missing") from None
+                _verify(local, entry, file_url)
+            (temp / MARKER_NAME).write_text(manifest.digest)
+            _install(temp, final, manifest.digest)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)  # gone already when installed
+
+    def _filesystem(self, url: str) -> tuple[AbstractFileSystem, str]:
+        # The store's options belong to its protocol; a full URL on another protocol gets none.
+        same = (split_protocol(url)[0] or "file") == (split_protocol(self.root)[0] or "file")
+        fs, path = url_to_fs(url, **(self.storage_options if same else {}))
+        return fs, path.rstrip("/")
+
+    @staticmethod
+    def _version_folders(fs: AbstractFileSystem, folder: str) -> list[int]:
+        """Every numbered folder, published or not, ascending."""
+        # fsspec caches listings per file-system instance; a long-running server must see new versions.
+        fs.invalidate_cache()
+        try:
+            entries = fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        names = (
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
+        )
+        return sorted(int(n) for n in names if n.isdigit() and n == str(int(n)) and int(n) > 0)
+
+
+def _render_manifest(
+    name: str, version: int, files: Mapping[str, FileEntry], metadata: Mapping[str, Any]
+) -> bytes:
+    doc = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": {rel: {"sha256": e.sha256, "size": e.size} for rel, e in sorted(files.items())},
+        "metadata": dict(metadata),
+    }
+    try:
+        return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint metadata must be plain JSON (no NaN, no objects): {exc}") from None
+
+
+def _parse_entry(path: Any, entry: Any, where: str) -> FileEntry:
+    reason = _unsafe_path_reason(path)
+    if reason:
+        raise CheckpointCorrupt(f"{where}: manifest lists unsafe path {path!r}: {reason}")
+    sha: Any = entry.get("sha256") if isinstance(entry, dict) else None
+    size: Any = entry.get("size") if isinstance(entry, dict) else None
+    if not isinstance(sha, str) or not _SHA256_RE.match(sha) or not (_is_positive_int(size) or size == 0):
+        raise CheckpointCorrupt(f"{where}: manifest entry for {path!r} needs a sha256 hex digest and a size")
+    return FileEntry(sha256=sha, size=size)
+
+
+def _unsafe_path_reason(path: Any) -> str | None:
+    """Why ``path`` may not name a file inside a version folder, or None when it is fine."""
+    if not isinstance(path, str) or not path:
+        return "not a non-empty string"
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        return "absolute paths, backslashes and NUL are not allowed"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "empty, '.' and '..' segments are not allowed"
+    if path in (MANIFEST_NAME, MARKER_NAME):
+        return "reserved name"
+    return None
+
+
+def _local_files(source: Path) -> dict[str, Path]:
+    """Every file under ``source`` by its '/'-separated relative path; refuses what cannot be published."""
+    if not source.is_dir():
+        raise CheckpointError(f"cannot publish {source}: not a folder")
+    root = source.resolve()
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        linked = [here / d for d in dirnames if (here / d).is_symlink()]
+        if linked:
+            raise CheckpointError(
+                f"cannot publish {linked[0]}: a symlinked folder; copy its files in instead"
+            )
+        for path in (here / f for f in filenames):
+            target = path.resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                raise CheckpointError(f"cannot publish {path}: it links outside {source} (to {target})")
+            rel = path.relative_to(root).as_posix()
+            reason = _unsafe_path_reason(rel)
+            if reason:
+                raise CheckpointError(f"cannot publish {path}: {reason}")
+            found[rel] = path
+    if not found:
+        raise CheckpointError(f"cannot publish {source}: it holds no files")
+    return dict(sorted(found.items()))
+
+
+def _hash_file(path: Path) -> FileEntry:
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return FileEntry(sha256=digest, size=os.fstat(handle.fileno()).st_size)
+
+
+def _verify(local: Path, expected: FileEntry, url: str) -> None:
+    got = _hash_file(local)
+    if got.size != expected.size:
+        raise CheckpointCorrupt(f"{url} is corrupt: {got.size} bytes, the manifest says {expected.size}")
+    if got.sha256 != expected.sha256:
+        raise CheckpointCorrupt(f"{url} is corrupt: its sha256 differs from the manifest's")
+
+
+def _is_verified(path: Path, digest: str) -> bool:
+    try:
+        return (path / MARKER_NAME).read_text() == digest
+    except OSError:
+        return False
+
+
+def _download_lock(final: Path) -> threading.Lock:
+    with _download_locks_guard:
+        return _download_locks.setdefault(final, threading.Lock())
+
+
+def _install(temp: Path, final: Path, digest: str) -> None:
+    """Rename a verified download into place; if another loader got there first, keep theirs."""
+    error: OSError | None = None
+    for _ in range(3):
+        try:
+            os.rename(temp, final)
+            return
+        except OSError as exc:
+            error = exc
+            if _is_verified(final, digest):
+                return  # the caller removes ours
+            # Whatever sits there was not verified (made by hand, or by an older fnserve): swap it out.
+            trash = final.with_name(f".trash-{uuid.uuid4().hex}")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+    raise CheckpointError(
+        f"could not move a verified checkpoint into the cache at {final}: {error}"
+    ) from error
+
+
+@contextlib.contextmanager
+def _storage_errors(url: str) -> Iterator[None]:
+    """Turn the many ways a backend reports an outage into one StorageUnavailable naming ``url``."""
+    try:
+        yield
+    except (FileNotFoundError, CheckpointError):
+        raise
+    except Exception as exc:
+        library = type(exc).__module__.split(".")[0]
+        if not isinstance(exc, OSError) and library not in _STORAGE_LIBRARIES:
+            raise
+        raise StorageUnavailable(f"storage at {url} is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+def _version_number(version: str | int) -> int:
+    if isinstance(version, bool) or str(version) == "latest":
+        raise ValueError(f"version {version!r} must be a positive integer")
+    return int(check_version(str(version)))
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _slug(name: str) -> str:
+    """A cache-folder prefix for humans; uniqueness comes from the hash after it."""
+    return re.sub(r"[^a-z0-9_-]+", "-", name.rsplit("/", 1)[-1].lower())[:40] or "checkpoint"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fnserve" / "checkpoints"

@@ -1,0 +1,6 @@
+from fnserve import predict
+
+
+@predict
+def bad_hint(x) -> float:
+    return x

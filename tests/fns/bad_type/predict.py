@@ -1,0 +1,6 @@
+from fnserve import predict
+
+
+@predict
+def bad_type(x: complex) -> float:
+    return x

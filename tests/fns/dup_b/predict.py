@@ -1,0 +1,6 @@
+from fnserve import predict
+
+
+@predict(name="same")
+def second(x: float) -> float:
+    return x

@@ -1,0 +1,107 @@
+"""`fn serve` for real: a Hypercorn process on an ephemeral port, called over loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+FNS = Path(__file__).parent / "fns"
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], url: str):
+        self.proc, self.url = proc, url
+        self.output: list[str] = []
+
+
+def start_serve(project: Path, *targets: Path, extra_env: dict[str, str] | None = None) -> Served:
+    env = {**os.environ, "FNSERVE_STORE": f"file://{project}/store", "COLUMNS": "200", **(extra_env or {})}
+    cmd = [sys.executable, "-m", "fnserve.cli", "serve", *map(str, targets), "--port", "0"]
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    url = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if url is None and (m := re.search(r"listening on (http://\S+)", line)):
+            url = m.group(1)
+        if url and "ready" in line and "/function/" in line:
+            served = Served(proc, url)
+            served.output = lines
+            threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+            return served
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    raise AssertionError("fn serve did not become ready:\n" + "".join(lines))
+
+
+def stop(served: Served) -> None:
+    if served.proc.poll() is None:
+        served.proc.kill()
+    served.proc.wait()
+    if served.proc.stdout is not None:
+        served.proc.stdout.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = start_serve(tmp_path, FNS / "double", FNS / "slow")
+    yield s
+    stop(s)
+
+
+def test_real_server_answers_predictions_and_health(served: Served) -> None:
+    with httpx.Client(base_url=served.url) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").json()["ready"] is True
+        assert client.get("/function/double", params={"x": 21}).json() == {"predictions": [42.0]}
+        bad = client.get("/function/double", params={"x": "many"})
+        assert bad.status_code == 422 and "x" in bad.json()["error"]
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(served: Served) -> None:
+    results: dict[str, httpx.Response] = {}
+
+    def slow_call() -> None:
+        results["slow"] = httpx.get(f"{served.url}/function/slow", params={"seconds": 1.5}, timeout=10)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    time.sleep(0.4)  # the slow request is now in flight
+    started = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    readiness = httpx.get(f"{served.url}/readyz", timeout=5)
+    caller.join(10)
+    assert served.proc.wait(15) == 0
+    assert readiness.status_code == 503 and readiness.json()["draining"] is True
+    assert results["slow"].status_code == 200
+    assert results["slow"].json() == {"predictions": [1.5]}
+    assert time.monotonic() - started < 10
+
+
+def test_serve_binds_loopback_by_default(tmp_path: Path) -> None:
+    s = start_serve(tmp_path, FNS / "double")
+    try:
+        assert s.url.startswith("http://127.0.0.1:")
+        s.proc.terminate()
+        assert s.proc.wait(15) == 0
+    finally:
+        stop(s)
