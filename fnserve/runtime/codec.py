@@ -152,7 +152,18 @@ def _tensor(field: InputField, value: Any, label: str) -> np.ndarray:
     integral = field.tensor.dtype.startswith(("int", "uint"))
     if integral and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
         raise ValidationError(f"{label}: expected integers ({field.tensor.dtype})")
-    return array.astype(field.tensor.dtype, copy=False)
+    # The cast below would silently wrap out-of-range integers (300 -> 44 in uint8) and turn
+    # large floats into infinity: refuse such values instead of handing the model wrong ones.
+    target = np.dtype(field.tensor.dtype)
+    if integral and array.size:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() >= info.max + 1:  # `>= max + 1`: exact for float64
+            raise ValidationError(f"{label}: expected integers from {info.min} to {info.max} ({target.name})")
+    with np.errstate(over="ignore"):
+        converted = array.astype(target, copy=False)
+    if target.kind == "f" and not nan_allowed and not np.isfinite(converted).all():
+        raise ValidationError(f"{label}: a value is too large for {target.name}")
+    return converted
 
 
 def image_bytes(value: Any, label: str) -> bytes:

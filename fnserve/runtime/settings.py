@@ -65,36 +65,46 @@ class Settings:
         store_cfg = _table(config, "store")
         serve_cfg = _table(config, "serve")
 
-        def pick(key: str, table: Mapping[str, Any], default: Any) -> Any:
+        def pick(
+            key: str, table: Mapping[str, Any], default: Any, kind: type = str, *, toml_key: str = ""
+        ) -> Any:
+            toml_key = toml_key or key
             if overrides.get(key) is not None:
-                return overrides[key]
-            env = environ.get(ENV_PREFIX + key.upper())
-            if env is not None and env != "":
-                return env
-            return table.get(key, default)
+                value, source = overrides[key], f"--{key.replace('_', '-')}"
+            elif environ.get(ENV_PREFIX + key.upper()):
+                value, source = environ[ENV_PREFIX + key.upper()], ENV_PREFIX + key.upper()
+            else:
+                value, source = table.get(toml_key, default), f"fn.toml {toml_key}"
+            problem = ValueError(f"setting {key} ({source}) must be {kind.__name__}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise problem
+            try:
+                return kind(value)
+            except ValueError:
+                raise problem from None
 
-        store = str(
-            pick("store", {"store": store_cfg.get("root")} if "root" in store_cfg else {}, ".fnserve/store")
+        store = pick("store", store_cfg, ".fnserve/store", toml_key="root")
+        cache = Path(pick("cache", store_cfg, ".fnserve/cache"))
+        options = store_cfg.get("options", {})
+        if not isinstance(options, Mapping):
+            raise ValueError("fn.toml: [store] options must be a table")
+        settings = cls(
+            project_dir=project_dir,
+            store=_absolute_url(store, project_dir),
+            cache_dir=cache if cache.is_absolute() else project_dir / cache,
+            host=pick("host", serve_cfg, "127.0.0.1"),
+            port=pick("port", serve_cfg, 8080, int),
+            max_body_bytes=pick("max_body_bytes", serve_cfg, 64 * 1024 * 1024, int),
+            reload_interval_s=pick("reload_interval_s", serve_cfg, 10.0, float),
+            drain_timeout_s=pick("drain_timeout_s", serve_cfg, 20.0, float),
+            storage_options=dict(options),
         )
-        cache = Path(str(pick("cache", store_cfg, ".fnserve/cache")))
-        try:
-            settings = cls(
-                project_dir=project_dir,
-                store=_absolute_url(store, project_dir),
-                cache_dir=cache if cache.is_absolute() else project_dir / cache,
-                host=str(pick("host", serve_cfg, "127.0.0.1")),
-                port=int(pick("port", serve_cfg, 8080)),
-                max_body_bytes=int(pick("max_body_bytes", serve_cfg, 64 * 1024 * 1024)),
-                reload_interval_s=float(pick("reload_interval_s", serve_cfg, 10.0)),
-                drain_timeout_s=float(pick("drain_timeout_s", serve_cfg, 20.0)),
-                storage_options=dict(store_cfg.get("options", {})),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"bad setting in fn.toml or FNSERVE_* environment: {exc}") from None
         if not 0 <= settings.port <= 65535:
             raise ValueError(f"port {settings.port} is out of range 0-65535")
         if settings.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if settings.reload_interval_s <= 0 or settings.drain_timeout_s < 0:
+            raise ValueError("reload_interval_s must be positive and drain_timeout_s not negative")
         return settings
 
 
