@@ -52,3 +52,63 @@ def s3_store_root(s3_server: str, s3_env: None) -> tuple[str, dict[str, Any]]:
     bucket = f"fnserve-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3", **options).mkdir(bucket)
     return f"s3://{bucket}/store", options
+
+
+# --- the runtime's ASGI app, in-process ----------------------------------------------------------
+
+
+@pytest.fixture
+def serve(tmp_path: Any) -> Any:
+    """``with serve("double", "kinds", max_body_bytes=100) as client:`` the app over tests/fns/<names>
+    (an absolute path names a function folder elsewhere).
+
+    A context manager around ``starlette.testclient.TestClient`` (so lifespan runs: models load in
+    the background), with the store at ``tmp_path/store``; it waits for /readyz unless
+    ``wait_ready=False``. Extra keyword arguments are settings overrides.
+    """
+    import contextlib
+    import time
+    from pathlib import Path
+
+    from starlette.testclient import TestClient
+
+    from fnserve.runtime.app import create_app
+    from fnserve.runtime.loader import discover
+    from fnserve.runtime.service import Runtime
+    from fnserve.runtime.settings import Settings
+
+    fns = Path(__file__).parent / "fns"
+
+    @contextlib.contextmanager
+    def start(*names: str, wait_ready: bool = True, **overrides: Any) -> Iterator[TestClient]:
+        base: dict[str, Any] = {"store": f"file://{tmp_path}/store", "cache": str(tmp_path / "cache")}
+        base["reload_interval_s"] = 0.2
+        settings = Settings.from_mapping(tmp_path, {}, {}, {**base, **overrides})
+        runtime = Runtime(discover([fns / name for name in names]), settings)
+        with TestClient(create_app(runtime)) as client:
+            deadline = time.monotonic() + 10
+            while wait_ready and client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "the runtime did not become ready within 10 s"
+                time.sleep(0.01)
+            yield client
+
+    return start
+
+
+@pytest.fixture
+def publish_weight(tmp_path: Any) -> Any:
+    """``publish_weight("2.5")`` publishes a new version of the ``weighted`` test function's checkpoint
+    (a folder holding weight.txt) into the store that ``serve`` uses; returns the version number."""
+    import uuid
+
+    from fnserve.runtime.store import CheckpointStore
+
+    store = CheckpointStore(f"file://{tmp_path}/store", cache_dir=tmp_path / "publish-cache")
+
+    def publish(weight: str) -> int:
+        folder = tmp_path / f"weights-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        (folder / "weight.txt").write_text(weight)
+        return store.publish("weighted", folder)
+
+    return publish

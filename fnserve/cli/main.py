@@ -65,6 +65,8 @@ def cli(verbose: bool) -> None:
       fn invoke recs -d user_country=NL -d hotel_id=4711 ...
     """
     setup_logging(verbose)
+    # Function files import TensorFlow, whose C++ INFO lines would bury ours; users can still opt in.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def register() -> None:

@@ -94,6 +94,9 @@ def create_app(runtime: Runtime) -> RequestContext:
         except FnError as exc:
             status = exc.status
             raise
+        except Exception:
+            status = 500  # e.g. output that cannot be serialized; counted as what the caller gets
+            raise
         finally:
             runtime.metrics.requests.labels(fn.name, str(status)).inc()
             runtime.metrics.latency.labels(fn.name).observe(time.perf_counter() - started)
@@ -110,6 +113,10 @@ def create_app(runtime: Runtime) -> RequestContext:
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         return json_response({"error": f"method {request.method} is not allowed here"}, 405)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Without this, Starlette answers a plain-text 500; RequestContext still logs the exception.
+        return json_response({"error": f"internal error (request id {request.state.request_id})"}, 500)
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -120,7 +127,9 @@ def create_app(runtime: Runtime) -> RequestContext:
         Route("/metrics", metrics),
     ]
     starlette = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: method_not_allowed}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
     )
     starlette.state.runtime = runtime
     context = RequestContext(starlette)

@@ -69,7 +69,9 @@ def from_text(field: InputField, text: str) -> Any:
 def validate_instance(schema: Schema, instance: Any, where: str = "") -> dict[str, Any]:
     """Check one instance (a JSON object) against the schema; fill defaults."""
     if not isinstance(instance, Mapping):
-        raise ValidationError(f"{where or 'body'}: expected a JSON object of inputs, got {_kind(instance)}")
+        raise ValidationError(
+            f"{where.rstrip('.') or 'body'}: expected a JSON object of inputs, got {_kind(instance)}"
+        )
     out: dict[str, Any] = {}
     for key in instance:
         if schema.field(key) is None:

@@ -1,0 +1,242 @@
+"""Micro-batching: the pure planning without asyncio, the queue and deadlines via ``asyncio.run``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from fnserve import Tensor
+from fnserve.runtime.batcher import Batcher, Job, plan_batch, shape_key
+from fnserve.runtime.errors import ModelError, Overloaded, Timeout
+from fnserve.runtime.schema import Schema
+
+T = TypeVar("T")
+WAIT_S = 5.0  # generous deadline for things that happen at once; tests poll, never sleep blindly
+
+
+def scalar_fn(x: float) -> float:
+    return 0.0
+
+
+def ragged_fn(ids: Tensor[np.int64, None], x: float) -> float:
+    return 0.0
+
+
+SCHEMA = Schema.from_function(scalar_fn, has_model=False, where="scalar_fn")
+RAGGED = Schema.from_function(ragged_fn, has_model=False, where="ragged_fn")
+
+
+def job(n: int, key: tuple[Any, ...] = (), *, done: bool = False) -> Job:
+    future: Future[list[Any]] = Future()  # plan_batch only asks done(): no event loop needed
+    if done:
+        future.cancel()
+    return Job([{"x": float(i)} for i in range(n)], key, future)  # type: ignore[arg-type]
+
+
+# --- pure planning ------------------------------------------------------------------------------
+
+
+def test_plan_of_an_empty_queue_is_empty() -> None:
+    assert plan_batch([], 8) == []
+
+
+def test_plan_takes_jobs_in_fifo_order_up_to_the_max_size() -> None:
+    queue = [job(3), job(3), job(2), job(1)]
+    assert plan_batch(queue, 8) == queue[:3]
+
+
+def test_plan_stops_at_the_first_job_that_does_not_fit_to_keep_fifo() -> None:
+    queue = [job(3), job(6), job(1)]
+    assert plan_batch(queue, 8) == queue[:1]
+
+
+def test_plan_always_takes_the_first_job_even_when_it_is_large() -> None:
+    queue = [job(10), job(1)]
+    assert plan_batch(queue, 8) == queue[:1]
+
+
+def test_plan_only_joins_jobs_of_the_same_shape_key() -> None:
+    queue = [job(1, ("a",)), job(1, ("b",)), job(1, ("a",))]
+    assert plan_batch(queue, 8) == [queue[0], queue[2]]
+
+
+def test_plan_skips_cancelled_jobs_behind_the_first() -> None:
+    queue = [job(1), job(1, done=True), job(1)]
+    assert plan_batch(queue, 8) == [queue[0], queue[2]]
+
+
+def test_shape_key_is_empty_without_variable_shapes() -> None:
+    assert shape_key(SCHEMA, [{"x": 1.0}]) == ()
+
+
+def test_shape_key_separates_different_variable_shapes() -> None:
+    def inst(n: int) -> dict[str, Any]:
+        return {"ids": np.zeros(n), "x": 1.0}
+
+    assert shape_key(RAGGED, [inst(2)]) == shape_key(RAGGED, [inst(2), inst(2)]) == (((2,),),)
+    assert shape_key(RAGGED, [inst(2)]) != shape_key(RAGGED, [inst(3)])
+    mixed = shape_key(RAGGED, [inst(2), inst(3)])
+    assert mixed != shape_key(RAGGED, [inst(2), inst(3)])  # mixed shapes never share a batch
+
+
+# --- the queue, with a real event loop ----------------------------------------------------------
+
+
+class Model:
+    """Multiplies by 10; can be held inside a call so that requests pile up behind it."""
+
+    def __init__(self, *, hold: bool = False, fail_on_negative: bool = False):
+        self.calls: list[list[float]] = []
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        self.fail_on_negative = fail_on_negative
+
+    def __call__(self, columns: dict[str, Any], n: int) -> list[Any]:
+        self.calls.append(columns["x"].tolist())
+        self.inside.set()
+        assert self.release.wait(WAIT_S)
+        if self.fail_on_negative and (columns["x"] < 0).any():
+            raise ModelError("function 'm' failed: ValueError")
+        return (columns["x"] * 10).tolist()
+
+
+def run(body: Callable[[Batcher, Model], Awaitable[T]], model: Model, **options: Any) -> T:
+    async def main() -> T:
+        batcher = Batcher(SCHEMA, model, **{"max_batch_size": 64, **options})
+        try:
+            return await body(batcher, model)
+        finally:
+            model.release.set()
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
+async def until_inside(model: Model) -> None:
+    assert await asyncio.to_thread(model.inside.wait, WAIT_S)
+
+
+def instances(*xs: float) -> list[dict[str, Any]]:
+    return [{"x": x} for x in xs]
+
+
+def test_concurrent_requests_share_calls_and_each_gets_its_own_answers_in_order() -> None:
+    async def body(batcher: Batcher, model: Model) -> list[list[Any]]:
+        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        await until_inside(model)  # the model is busy: everything below queues up
+        rest = [asyncio.ensure_future(batcher.submit(instances(i, i + 0.5), WAIT_S)) for i in range(1, 10)]
+        while batcher.queued < 18:
+            await asyncio.sleep(0.001)
+        model.release.set()
+        return await asyncio.gather(first, *rest)
+
+    model = Model(hold=True)
+    answers = run(body, model)
+    assert answers == [[0.0], *([i * 10.0, i * 10.0 + 5.0] for i in range(1, 10))]
+    assert len(model.calls) == 2 < 10
+    assert model.calls[1] == [x for i in range(1, 10) for x in (i, i + 0.5)]
+
+
+def test_a_large_request_is_split_into_batch_sized_calls_and_reassembled() -> None:
+    async def body(batcher: Batcher, model: Model) -> list[Any]:
+        return await batcher.submit(instances(*range(10)), WAIT_S)
+
+    model = Model()
+    assert run(body, model, max_batch_size=4) == [x * 10.0 for x in range(10)]
+    assert [len(c) for c in model.calls] == [4, 4, 2]
+
+
+def test_a_failing_batch_fails_every_waiter_in_it() -> None:
+    async def body(batcher: Batcher, model: Model) -> list[Any]:
+        first = asyncio.ensure_future(batcher.submit(instances(1), WAIT_S))
+        await until_inside(model)
+        batch = [asyncio.ensure_future(batcher.submit(instances(x), WAIT_S)) for x in (2, -1, 3)]
+        while batcher.queued < 3:
+            await asyncio.sleep(0.001)
+        model.release.set()
+        return await asyncio.gather(first, *batch, return_exceptions=True)
+
+    model = Model(hold=True, fail_on_negative=True)
+    first, *batch = run(body, model)
+    assert first == [10.0]
+    assert all(isinstance(e, ModelError) and "failed" in e.message for e in batch)
+
+
+def test_an_unexpected_exception_still_answers_every_waiter() -> None:
+    def crash(columns: dict[str, Any], n: int) -> list[Any]:
+        raise KeyError("bug")
+
+    async def main() -> list[Any]:
+        batcher = Batcher(SCHEMA, crash, max_batch_size=8)
+        try:
+            jobs = [batcher.submit(instances(x), WAIT_S) for x in (1, 2)]
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    assert all(isinstance(e, ModelError) and e.message == "batch failed: KeyError" for e in results)
+
+
+def test_a_full_queue_is_overloaded_with_retry_after() -> None:
+    async def body(batcher: Batcher, model: Model) -> Overloaded:
+        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        await until_inside(model)
+        queued = asyncio.ensure_future(batcher.submit(instances(1, 2), WAIT_S))
+        while batcher.queued < 2:
+            await asyncio.sleep(0.001)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(instances(3), WAIT_S)
+        model.release.set()
+        assert await first == [0.0] and await queued == [10.0, 20.0]  # the queued work still completes
+        return info.value
+
+    error = run(body, Model(hold=True), max_batch_size=2, max_queue_instances=2)
+    assert error.status == 503 and error.headers == {"Retry-After": "1"}
+
+
+def test_a_deadline_gives_timeout_and_drops_the_queued_work() -> None:
+    async def body(batcher: Batcher, model: Model) -> Timeout:
+        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        await until_inside(model)
+        with pytest.raises(Timeout) as info:
+            await batcher.submit(instances(1), 0.05)
+        model.release.set()
+        assert await first == [0.0]
+        assert await batcher.submit(instances(2), WAIT_S) == [20.0]
+        return info.value
+
+    model = Model(hold=True)
+    error = run(body, model)
+    assert error.status == 504 and "deadline" in error.message
+    assert model.calls == [[0.0], [2.0]]  # the timed-out instance never reached the model
+
+
+def test_a_lone_request_is_not_delayed() -> None:
+    async def body(batcher: Batcher, model: Model) -> float:
+        started = time.perf_counter()
+        assert await batcher.submit(instances(4), WAIT_S) == [40.0]
+        return time.perf_counter() - started
+
+    model = Model()
+    elapsed = run(body, model, max_batch_size=256)
+    assert model.calls == [[4.0]]  # called at once with just that instance, not after waiting for company
+    assert elapsed < 0.5
+
+
+def test_a_request_larger_than_the_queue_bound_is_admitted_into_an_empty_queue() -> None:
+    async def body(batcher: Batcher, model: Model) -> list[Any]:
+        return await batcher.submit(instances(*range(10)), WAIT_S)
+
+    model = Model()
+    assert run(body, model, max_batch_size=2, max_queue_instances=4) == [x * 10.0 for x in range(10)]
+    assert len(model.calls) == 5
