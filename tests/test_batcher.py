@@ -14,7 +14,9 @@ import pytest
 
 from fnserve import Tensor
 from fnserve.runtime.batcher import Batcher, Job, plan_batch, shape_key
+from fnserve.runtime.codec import to_columns
 from fnserve.runtime.errors import ModelError, Overloaded, Timeout
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import Schema
 
 T = TypeVar("T")
@@ -34,10 +36,10 @@ RAGGED = Schema.from_function(ragged_fn, has_model=False, where="ragged_fn")
 
 
 def job(n: int, key: tuple[Any, ...] = (), *, done: bool = False) -> Job:
-    future: Future[list[Any]] = Future()  # plan_batch only asks done(): no event loop needed
+    future: Future[Outputs] = Future()  # plan_batch only asks done(): no event loop needed
     if done:
         future.cancel()
-    return Job([{"x": float(i)} for i in range(n)], key, future)  # type: ignore[arg-type]
+    return Job({"x": np.arange(n, dtype=float)}, n, key, future)
 
 
 # --- pure planning ------------------------------------------------------------------------------
@@ -73,17 +75,16 @@ def test_plan_skips_cancelled_jobs_behind_the_first() -> None:
 
 
 def test_shape_key_is_empty_without_variable_shapes() -> None:
-    assert shape_key(SCHEMA, [{"x": 1.0}]) == ()
+    assert shape_key(SCHEMA, to_columns(SCHEMA, [{"x": 1.0}])) == ()
 
 
 def test_shape_key_separates_different_variable_shapes() -> None:
-    def inst(n: int) -> dict[str, Any]:
-        return {"ids": np.zeros(n), "x": 1.0}
+    def key(*lengths: int) -> tuple[Any, ...]:
+        return shape_key(RAGGED, to_columns(RAGGED, [{"ids": np.zeros(n), "x": 1.0} for n in lengths]))
 
-    assert shape_key(RAGGED, [inst(2)]) == shape_key(RAGGED, [inst(2), inst(2)]) == (((2,),),)
-    assert shape_key(RAGGED, [inst(2)]) != shape_key(RAGGED, [inst(3)])
-    mixed = shape_key(RAGGED, [inst(2), inst(3)])
-    assert mixed != shape_key(RAGGED, [inst(2), inst(3)])  # mixed shapes never share a batch
+    assert key(2) == key(2, 2) == ((2,),)
+    assert key(2) != key(3)
+    assert key(2, 3) != key(2, 3)  # mixed shapes never share a batch
 
 
 # --- the queue, with a real event loop ----------------------------------------------------------
@@ -100,13 +101,13 @@ class Model:
             self.release.set()
         self.fail_on_negative = fail_on_negative
 
-    def __call__(self, columns: dict[str, Any], n: int) -> list[Any]:
+    def __call__(self, columns: dict[str, Any], n: int) -> Outputs:
         self.calls.append(columns["x"].tolist())
         self.inside.set()
         assert self.release.wait(WAIT_S)
         if self.fail_on_negative and (columns["x"] < 0).any():
             raise ModelError("function 'm' failed: ValueError")
-        return (columns["x"] * 10).tolist()
+        return Outputs.of(columns["x"] * 10, n, "m")
 
 
 def run(body: Callable[[Batcher, Model], Awaitable[T]], model: Model, **options: Any) -> T:
@@ -129,11 +130,16 @@ def instances(*xs: float) -> list[dict[str, Any]]:
     return [{"x": x} for x in xs]
 
 
+async def submit(batcher: Batcher, rows: list[dict[str, Any]], timeout_s: float) -> list[Any]:
+    outputs = await batcher.submit(to_columns(SCHEMA, rows), len(rows), timeout_s)
+    return outputs.predictions()
+
+
 def test_concurrent_requests_share_calls_and_each_gets_its_own_answers_in_order() -> None:
     async def body(batcher: Batcher, model: Model) -> list[list[Any]]:
-        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        first = asyncio.ensure_future(submit(batcher, instances(0), WAIT_S))
         await until_inside(model)  # the model is busy: everything below queues up
-        rest = [asyncio.ensure_future(batcher.submit(instances(i, i + 0.5), WAIT_S)) for i in range(1, 10)]
+        rest = [asyncio.ensure_future(submit(batcher, instances(i, i + 0.5), WAIT_S)) for i in range(1, 10)]
         while batcher.queued < 18:
             await asyncio.sleep(0.001)
         model.release.set()
@@ -148,7 +154,7 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_answers_in_order(
 
 def test_a_large_request_is_split_into_batch_sized_calls_and_reassembled() -> None:
     async def body(batcher: Batcher, model: Model) -> list[Any]:
-        return await batcher.submit(instances(*range(10)), WAIT_S)
+        return await submit(batcher, instances(*range(10)), WAIT_S)
 
     model = Model()
     assert run(body, model, max_batch_size=4) == [x * 10.0 for x in range(10)]
@@ -157,9 +163,9 @@ def test_a_large_request_is_split_into_batch_sized_calls_and_reassembled() -> No
 
 def test_a_failing_batch_fails_every_waiter_in_it() -> None:
     async def body(batcher: Batcher, model: Model) -> list[Any]:
-        first = asyncio.ensure_future(batcher.submit(instances(1), WAIT_S))
+        first = asyncio.ensure_future(submit(batcher, instances(1), WAIT_S))
         await until_inside(model)
-        batch = [asyncio.ensure_future(batcher.submit(instances(x), WAIT_S)) for x in (2, -1, 3)]
+        batch = [asyncio.ensure_future(submit(batcher, instances(x), WAIT_S)) for x in (2, -1, 3)]
         while batcher.queued < 3:
             await asyncio.sleep(0.001)
         model.release.set()
@@ -172,13 +178,13 @@ def test_a_failing_batch_fails_every_waiter_in_it() -> None:
 
 
 def test_an_unexpected_exception_still_answers_every_waiter() -> None:
-    def crash(columns: dict[str, Any], n: int) -> list[Any]:
+    def crash(columns: dict[str, Any], n: int) -> Outputs:
         raise KeyError("bug")
 
     async def main() -> list[Any]:
         batcher = Batcher(SCHEMA, crash, max_batch_size=8)
         try:
-            jobs = [batcher.submit(instances(x), WAIT_S) for x in (1, 2)]
+            jobs = [submit(batcher, instances(x), WAIT_S) for x in (1, 2)]
             return await asyncio.gather(*jobs, return_exceptions=True)
         finally:
             await batcher.close()
@@ -189,30 +195,30 @@ def test_an_unexpected_exception_still_answers_every_waiter() -> None:
 
 def test_a_full_queue_is_overloaded_with_retry_after() -> None:
     async def body(batcher: Batcher, model: Model) -> Overloaded:
-        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        first = asyncio.ensure_future(submit(batcher, instances(0), WAIT_S))
         await until_inside(model)
-        queued = asyncio.ensure_future(batcher.submit(instances(1, 2), WAIT_S))
+        queued = asyncio.ensure_future(submit(batcher, instances(1, 2), WAIT_S))
         while batcher.queued < 2:
             await asyncio.sleep(0.001)
         with pytest.raises(Overloaded) as info:
-            await batcher.submit(instances(3), WAIT_S)
+            await submit(batcher, instances(3), WAIT_S)
         model.release.set()
         assert await first == [0.0] and await queued == [10.0, 20.0]  # the queued work still completes
         return info.value
 
     error = run(body, Model(hold=True), max_batch_size=2, max_queue_instances=2)
-    assert error.status == 503 and error.headers == {"Retry-After": "1"}
+    assert error.status == 429 and error.headers == {"Retry-After": "1"}
 
 
 def test_a_deadline_gives_timeout_and_drops_the_queued_work() -> None:
     async def body(batcher: Batcher, model: Model) -> Timeout:
-        first = asyncio.ensure_future(batcher.submit(instances(0), WAIT_S))
+        first = asyncio.ensure_future(submit(batcher, instances(0), WAIT_S))
         await until_inside(model)
         with pytest.raises(Timeout) as info:
-            await batcher.submit(instances(1), 0.05)
+            await submit(batcher, instances(1), 0.05)
         model.release.set()
         assert await first == [0.0]
-        assert await batcher.submit(instances(2), WAIT_S) == [20.0]
+        assert await submit(batcher, instances(2), WAIT_S) == [20.0]
         return info.value
 
     model = Model(hold=True)
@@ -224,7 +230,7 @@ def test_a_deadline_gives_timeout_and_drops_the_queued_work() -> None:
 def test_a_lone_request_is_not_delayed() -> None:
     async def body(batcher: Batcher, model: Model) -> float:
         started = time.perf_counter()
-        assert await batcher.submit(instances(4), WAIT_S) == [40.0]
+        assert await submit(batcher, instances(4), WAIT_S) == [40.0]
         return time.perf_counter() - started
 
     model = Model()
@@ -235,7 +241,7 @@ def test_a_lone_request_is_not_delayed() -> None:
 
 def test_a_request_larger_than_the_queue_bound_is_admitted_into_an_empty_queue() -> None:
     async def body(batcher: Batcher, model: Model) -> list[Any]:
-        return await batcher.submit(instances(*range(10)), WAIT_S)
+        return await submit(batcher, instances(*range(10)), WAIT_S)
 
     model = Model()
     assert run(body, model, max_batch_size=2, max_queue_instances=4) == [x * 10.0 for x in range(10)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from fnserve.cli.main import out
+from fnserve.cli.common import out
 from fnserve.client import Client, ClientError
 
 

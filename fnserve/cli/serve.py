@@ -8,7 +8,7 @@ import contextlib
 import click
 from rich.table import Table
 
-from fnserve.cli.main import console, load_settings, out, user_errors
+from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.runtime.app import create_app
 from fnserve.runtime.loader import discover
 from fnserve.runtime.server import bind_socket, serve

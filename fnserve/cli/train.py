@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fnserve.cli.main import console, load_settings, user_errors
+from fnserve.cli.common import console, load_settings, user_errors
 from fnserve.runtime.errors import CheckpointError
 from fnserve.runtime.store import CheckpointStore
 from fnserve.train import TrainError, find_job, run_locally, trainable

@@ -1,84 +1,108 @@
-"""Micro-batching: concurrent requests to one function become one model call.
+"""Adaptive micro-batching: concurrent requests to one function become one model call.
 
-Requests queue as jobs. Whenever a model-call slot is free, the worker takes every queued
-job that fits (up to ``max_batch_size`` instances, same variable shapes) and runs them as
-one call in a worker thread, then answers each job with its own slice. A lone request is
-never held back: a batch only grows while the model is busy, so the batch size follows the
-traffic by itself. The queue is bounded; a full queue is an immediate 503 with Retry-After.
+Requests queue as jobs (columns + row count). Whenever a model-call slot is free, the worker
+takes every queued job that fits and runs them as one call in a worker thread, then answers
+each job with its own slice. There is no fixed batch window:
 
-The stacking and splitting is pure (``plan_batch``, ``codec.to_columns``) and tested without
-asyncio; this module only owns queues, futures and deadlines.
+* a lone request is never held back: an idle model runs it at once, so at low traffic the
+  latency is the model's own;
+* under load, requests gather while the model is busy, so the batch grows with the traffic
+  and the cost of each call is shared — the busier, the larger the batches;
+* the model's measured cost (``CostModel``: a fixed part plus a per-instance part, fitted on
+  recent calls) caps the batch under an optional latency target and tells the admission
+  check how long the queue will take to drain.
+
+The queue is bounded: a request that would overflow it, or that would wait past its deadline
+by the measured cost, is refused at once with 429 and a ``Retry-After`` — backpressure, not
+collapse. Stacking and splitting are pure (``plan_batch``, ``codec.concat_columns``,
+``Outputs.slice``) and tested without asyncio; this module owns queues, futures, deadlines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnserve.runtime.codec import to_columns
+import numpy as np
+
+from fnserve.runtime.codec import concat_columns, slice_columns
+from fnserve.runtime.costmodel import CostModel
 from fnserve.runtime.errors import FnError, ModelError, Overloaded, Timeout
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import Schema
 
-Instances = Sequence[Mapping[str, Any]]
+Columns = Mapping[str, Any]
 
 
 @dataclass(eq=False)
 class Job:
-    instances: Instances
+    columns: Columns
+    n: int
     key: tuple[Any, ...]  # shapes of variable-shape inputs: only equal keys share a batch
-    future: asyncio.Future[list[Any]]
+    future: asyncio.Future[Outputs] | Any
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def shape_key(schema: Schema, instances: Instances) -> tuple[Any, ...]:
+def shape_key(schema: Schema, columns: Columns) -> tuple[Any, ...]:
     """Jobs whose tensors/images differ in shape must not be stacked together."""
-    variable = [f.name for f in schema.inputs if f.kind in ("tensor", "image") and None in f.shape]
-    if not variable:
-        return ()
-    shapes = {tuple(getattr(inst[name], "shape", ()) for name in variable) for inst in instances}
-    return tuple(shapes) if len(shapes) == 1 else (object(),)  # mixed shapes: a batch of its own
+    key = []
+    for f in schema.inputs:
+        if f.kind not in ("tensor", "image") or None not in f.shape:
+            continue
+        column = columns[f.name]
+        if isinstance(column, np.ndarray):
+            key.append(column.shape[1:])
+        else:
+            shapes = {np.shape(v) for v in column}
+            key.append(shapes.pop() if len(shapes) == 1 else object())  # mixed: a batch of its own
+    return tuple(key)
 
 
-def plan_batch(queue: Sequence[Job], max_batch_size: int) -> list[Job]:
-    """Which queued jobs go into the next call: FIFO, same shape key, within the size limit."""
+def plan_batch(queue: Sequence[Job], limit: int) -> list[Job]:
+    """Which queued jobs go into the next call: FIFO, same shape key, at most ``limit`` rows."""
     if not queue:
         return []
     first = queue[0]
-    batch, size = [first], len(first.instances)
+    batch, size = [first], first.n
     for job in list(queue)[1:]:
-        if size + len(job.instances) > max_batch_size:
+        if size + job.n > limit:
             break
         if job.key == first.key and not job.future.done():
             batch.append(job)
-            size += len(job.instances)
+            size += job.n
     return batch
 
 
 class Batcher:
-    """The queue and worker of one function. ``call(columns, n)`` runs in a thread."""
+    """The queue and worker of one function. ``call(columns, n)`` runs in a worker thread."""
 
     def __init__(
         self,
         schema: Schema,
-        call: Callable[[dict[str, Any], int], list[Any]],
+        call: Callable[[dict[str, Any], int], Outputs],
         *,
         max_batch_size: int,
         max_concurrency: int = 1,
         max_queue_instances: int = 4096,
+        latency_target_s: float | None = None,
         executor: ThreadPoolExecutor | None = None,
     ):
         self.schema = schema
         self._call = call
         self.max_batch_size = max_batch_size
         self.max_queue_instances = max(max_queue_instances, max_batch_size)
+        self.latency_target_s = latency_target_s
+        self.cost = CostModel()
         self._queue: collections.deque[Job] = collections.deque()
-        self._queued_instances = 0
+        self._queued = 0
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
         self._wakeup = asyncio.Event()
         self._executor = executor or ThreadPoolExecutor(max_concurrency, thread_name_prefix="fnserve-model")
         self._worker: asyncio.Task[None] | None = None
@@ -88,34 +112,62 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return self._queued_instances
+        return self._queued
 
-    async def submit(self, instances: Instances, timeout_s: float) -> list[Any]:
-        """Predictions for ``instances``, in order. Large requests are split into batch-sized jobs."""
+    def drain_estimate_s(self, extra: int = 0) -> float:
+        """How long the work queued now (plus ``extra`` rows) takes, by the measured cost."""
+        rows = self._queued + self.in_flight + extra
+        full_batches = rows / self.max_batch_size
+        return (
+            self.cost.predict(min(rows, self.max_batch_size)) * max(1.0, full_batches) / self._max_concurrency
+        )
+
+    def admit(self, n: int, timeout_s: float) -> None:
+        """Refuse now (429) what the queue cannot hold or could not finish before the deadline."""
+        if self._queued == 0:
+            return  # an idle queue admits any request, however large (the app allows 10,000 rows)
+        wait_s = self.drain_estimate_s(n)
+        retry = {"retry_after_s": max(1, math.ceil(self.drain_estimate_s()))}
+        if self._queued + n > self.max_queue_instances:
+            raise Overloaded(
+                f"queue is full ({self._queued} instances waiting); retry later", status=429, **retry
+            )
+        if self.cost.known and wait_s > timeout_s:
+            raise Overloaded(
+                f"overloaded: the queue needs ~{wait_s:.1f}s, past this function's {timeout_s:g}s deadline",
+                status=429,
+                **retry,
+            )
+
+    async def submit(self, columns: Columns, n: int, timeout_s: float) -> Outputs:
+        """Outputs for ``n`` rows of ``columns``, in order. Large requests are split into batch-sized jobs."""
         self._ensure_worker()
-        # An empty queue admits any request, however large: otherwise a request bigger than the
-        # bound (the app allows 10,000 instances) could never succeed, not even on an idle server.
-        if self._queued_instances and self._queued_instances + len(instances) > self.max_queue_instances:
-            raise Overloaded(f"queue is full ({self._queued_instances} instances waiting); retry later")
+        self.admit(n, timeout_s)
         loop = asyncio.get_running_loop()
-        step = self.max_batch_size
         jobs = []
-        for start in range(0, len(instances), step):
-            chunk = instances[start : start + step]
-            jobs.append(Job(chunk, shape_key(self.schema, chunk), loop.create_future()))
-        for job in jobs:
-            self._queue.append(job)
-            self._queued_instances += len(job.instances)
+        for start in range(0, n, self.max_batch_size):
+            stop = min(n, start + self.max_batch_size)
+            part = columns if (start, stop) == (0, n) else slice_columns(columns, start, stop)
+            jobs.append(Job(part, stop - start, shape_key(self.schema, part), loop.create_future()))
+        self._queue.extend(jobs)
+        self._queued += n
         self._wakeup.set()
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), timeout_s)
+            parts = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), timeout_s)
         except TimeoutError:
             raise Timeout(f"no answer within the deadline of {timeout_s:g}s") from None
         finally:
-            for job in jobs:  # a timed-out or cancelled request drops its queued work
+            for job in jobs:  # a timed-out, cancelled or disconnected request drops its queued work
                 if not job.future.done():
                     job.future.cancel()
-        return [prediction for chunk in results for prediction in chunk]
+        return Outputs.concat(parts)
+
+    def batch_limit(self, now: float) -> int:
+        """Largest batch for the next call: the max size, capped to meet the latency target."""
+        if self.latency_target_s is None or not self._queue or not self.cost.known:
+            return self.max_batch_size
+        budget = self.latency_target_s - (now - self._queue[0].enqueued)
+        return max(1, min(self.max_batch_size, self.cost.largest_within(budget)))
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -133,19 +185,19 @@ class Batcher:
 
     def _next_batch(self) -> list[Job]:
         while self._queue and self._queue[0].future.done():  # cancelled while queued
-            self._queued_instances -= len(self._queue.popleft().instances)
-        batch = plan_batch(self._queue, self.max_batch_size)
+            self._queued -= self._queue.popleft().n
+        batch = plan_batch(self._queue, self.batch_limit(time.perf_counter()))
         for job in batch:
             self._queue.remove(job)
-            self._queued_instances -= len(job.instances)
+            self._queued -= job.n
         return batch
 
     async def _execute(self, batch: list[Job]) -> None:
-        instances = [inst for job in batch for inst in job.instances]
-        self.in_flight += len(instances)
+        n = sum(job.n for job in batch)
+        self.in_flight += n
         try:
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, self._stack_and_call, instances)
+            outputs = await loop.run_in_executor(self._executor, self._stack_and_call, batch, n)
         except FnError as exc:
             for job in batch:  # a failed batch fails every waiter in it, loudly
                 _settle(job, exc=exc)
@@ -155,16 +207,20 @@ class Batcher:
         else:
             offset = 0
             for job in batch:
-                _settle(job, result=results[offset : offset + len(job.instances)])
-                offset += len(job.instances)
+                _settle(job, result=outputs.slice(offset, offset + job.n))
+                offset += job.n
             self.batches += 1
-            self.batched_instances += len(instances)
+            self.batched_instances += n
         finally:
-            self.in_flight -= len(instances)
+            self.in_flight -= n
             self._slots.release()
 
-    def _stack_and_call(self, instances: Instances) -> list[Any]:
-        return self._call(to_columns(self.schema, instances), len(instances))
+    def _stack_and_call(self, batch: list[Job], n: int) -> Outputs:
+        columns = concat_columns([job.columns for job in batch])
+        started = time.perf_counter()
+        outputs = self._call(columns, n)
+        self.cost.observe(n, time.perf_counter() - started)
+        return outputs
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -172,10 +228,10 @@ class Batcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _settle(job: Job, *, result: list[Any] | None = None, exc: BaseException | None = None) -> None:
+def _settle(job: Job, *, result: Outputs | None = None, exc: BaseException | None = None) -> None:
     if job.future.done():
         return
     if exc is not None:
         job.future.set_exception(exc)
-    else:
-        job.future.set_result(result or [])
+    elif result is not None:
+        job.future.set_result(result)

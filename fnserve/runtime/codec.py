@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from fnserve.runtime.errors import ModelError, ValidationError
+from fnserve.runtime.errors import ValidationError
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import InputField, OutputSpec, Schema
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
@@ -224,37 +225,25 @@ def to_columns(schema: Schema, instances: Sequence[Mapping[str, Any]]) -> dict[s
 
 def split_outputs(spec: OutputSpec, result: Any, n: int, function: str) -> list[Any]:
     """The function's batch result as ``n`` JSON-ready predictions, in order."""
-    if isinstance(result, Mapping) and spec.kind in ("dict", "any"):
-        # dict of columns {label: array(n)} -> n dicts
-        cols = {k: _as_list(v, n, function, f"output {k!r}") for k, v in result.items()}
-        return [{k: col[i] for k, col in cols.items()} for i in range(n)]
-    return _as_list(result, n, function, "output")
+    return Outputs.of(result, n, function).predictions()
 
 
-def _as_list(values: Any, n: int, function: str, what: str) -> list[Any]:
-    if isinstance(values, np.ndarray):
-        values = values.tolist()
-    elif hasattr(values, "numpy"):  # a framework tensor
-        values = np.asarray(values.numpy()).tolist()
-    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
-        raise ModelError(
-            f"function {function!r} returned {type(values).__name__} as {what}; expected a batch"
-        )
-    if len(values) != n:
-        raise ModelError(f"function {function!r} returned {len(values)} values as {what} for {n} instances")
-    return [_jsonable(v) for v in values]
+def concat_columns(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several requests' columns as one batch (same inputs, same instance shapes)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    out: dict[str, Any] = {}
+    for name in parts[0]:
+        columns = [p[name] for p in parts]
+        if all(isinstance(c, np.ndarray) for c in columns):
+            out[name] = np.concatenate(columns)
+        else:  # images of free size travel as lists of arrays
+            out[name] = [v for c in columns for v in c]
+    return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def slice_columns(columns: Mapping[str, Any], start: int, stop: int) -> dict[str, Any]:
+    return {name: column[start:stop] for name, column in columns.items()}
 
 
 def _names(schema: Schema) -> str:

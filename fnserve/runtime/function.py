@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from fnserve.runtime.codec import split_outputs
 from fnserve.runtime.errors import CheckpointError, FnError, FunctionError, ModelError
 from fnserve.runtime.loader import FoundFunction
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.store import CheckpointStore
 
 log = logging.getLogger("fnserve.function")
@@ -100,8 +100,8 @@ class ServedFunction:
         current = self.loaded.version if self.loaded else None
         return latest if latest is not None and (current is None or latest > current) else None
 
-    def call(self, columns: dict[str, Any], n: int) -> list[Any]:
-        """Run the function on a batch of ``n`` instances (columns); returns ``n`` predictions."""
+    def call(self, columns: dict[str, Any], n: int) -> Outputs:
+        """Run the function on a batch of ``n`` instances (columns); returns their outputs."""
         loaded = self.loaded
         if loaded is None:
             raise CheckpointError(f"function {self.name!r} has no model loaded", status=503)
@@ -116,7 +116,7 @@ class ServedFunction:
         except Exception as exc:
             log.exception("function %s raised", self.name)
             raise ModelError(f"function {self.name!r} failed: {type(exc).__name__}") from exc
-        return split_outputs(self.schema.output, result, n, self.name)
+        return Outputs.of(result, n, self.name)
 
     def describe(self) -> dict[str, Any]:
         loaded = self.loaded

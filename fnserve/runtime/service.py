@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fnserve.runtime.batcher import Batcher
-from fnserve.runtime.errors import FnError, NotFound
+from fnserve.runtime.errors import FnError, NotFound, NotReady
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.metrics import Metrics
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import CheckpointStore
 
@@ -62,7 +63,7 @@ class Runtime:
         batcher = self.batchers.get(fn.name)
         if batcher is None:
 
-            def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> list[Any]:
+            def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> Outputs:
                 self.metrics.batch_size.labels(fn.name).observe(n)
                 return fn.call(columns, n)
 
@@ -74,6 +75,25 @@ class Runtime:
             )
             self.batchers[fn.name] = batcher
         return batcher
+
+    def resolve(self, target: str) -> tuple[ServedFunction, int | None]:
+        """``name`` or ``name@version`` to a ready function; a pinned version must be the one in memory."""
+        name, _, pinned = target.partition("@")
+        fn = self.function(name)
+        loaded = fn.loaded
+        if loaded is None:
+            raise NotReady(f"function {name!r} is not ready yet (its model is loading); retry shortly")
+        if pinned and pinned != str(loaded.version):
+            raise NotFound(
+                f"version {pinned!r} of {name!r} is not served here (serving version {loaded.version})"
+            )
+        return fn, loaded.version
+
+    async def predict(self, fn: ServedFunction, columns: Mapping[str, Any], n: int) -> Outputs:
+        """Run ``n`` validated rows through the function's batcher."""
+        outputs = await self.batcher(fn).submit(columns, n, fn.spec.timeout_s)
+        self.metrics.instances.labels(fn.name).inc(n)
+        return outputs
 
     async def start(self) -> None:
         """Start background loading; returns at once (liveness does not wait for models)."""

@@ -38,6 +38,8 @@ class PredictSpec:
     max_batch_size: int  # most instances in one model call
     max_batch_delay_ms: float  # longest a request waits for a batch to fill
     max_concurrency: int  # model calls in flight at once
+    latency_target_ms: float | None  # cap batches so a request's queue wait + call stays under this
+    max_queue: int  # most instances waiting for a model call before requests are refused (429)
     timeout_s: float  # per-request deadline
     description: str
 
@@ -72,6 +74,8 @@ def predict(
     max_batch_delay_ms: float = 2.0,
     max_concurrency: int = 1,
     timeout_s: float = 30.0,
+    latency_target_ms: float | None = None,
+    max_queue: int = 4096,
     description: str = "",
 ) -> Callable[[F], F]: ...
 def predict(
@@ -87,6 +91,8 @@ def predict(
     max_batch_delay_ms: float = 2.0,
     max_concurrency: int = 1,
     timeout_s: float = 30.0,
+    latency_target_ms: float | None = None,
+    max_queue: int = 4096,
     description: str = "",
 ) -> Any:
     """Mark ``fn`` as a prediction function; usable bare (``@predict``) or called.
@@ -103,7 +109,12 @@ def predict(
     if checkpoint is not None and "://" not in checkpoint:
         check_name("checkpoint", checkpoint)
     version_text = check_version(str(version))
-    for option, value in (("max_batch_size", max_batch_size), ("max_concurrency", max_concurrency)):
+    int_options = (
+        ("max_batch_size", max_batch_size),
+        ("max_concurrency", max_concurrency),
+        ("max_queue", max_queue),
+    )
+    for option, value in int_options:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"@predict({option}=...) must be a positive int, got {value!r}")
     for option, number in (("max_batch_delay_ms", max_batch_delay_ms), ("timeout_s", timeout_s)):
@@ -111,6 +122,14 @@ def predict(
             raise ValueError(f"@predict({option}=...) must be a non-negative number, got {number!r}")
     if timeout_s == 0:
         raise ValueError("@predict(timeout_s=...) must be positive")
+    if latency_target_ms is not None and (
+        not isinstance(latency_target_ms, (int, float))
+        or isinstance(latency_target_ms, bool)
+        or latency_target_ms <= 0
+    ):
+        raise ValueError(
+            f"@predict(latency_target_ms=...) must be a positive number, got {latency_target_ms!r}"
+        )
 
     def mark(func: F) -> F:
         if not callable(func):
@@ -125,6 +144,8 @@ def predict(
             max_batch_size=max_batch_size,
             max_batch_delay_ms=float(max_batch_delay_ms),
             max_concurrency=max_concurrency,
+            latency_target_ms=None if latency_target_ms is None else float(latency_target_ms),
+            max_queue=max_queue,
             timeout_s=float(timeout_s),
             description=description or (func.__doc__ or "").strip().split("\n")[0],
         )

@@ -1,0 +1,51 @@
+"""What every `fn` command shares: consoles, settings, turning library errors into CLI errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from fnserve.runtime.errors import FnError
+from fnserve.runtime.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True)  # progress and logs
+out = Console()  # results, so they can be piped
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.load(Path.cwd(), os.environ, overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def user_errors(func: F) -> F:
+    """Library errors become one-line CLI errors, not tracebacks."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FnError as exc:
+            raise click.ClickException(exc.message) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,112 @@
+"""A function's batch result, normalized once so every protocol can slice and encode it.
+
+A function returns one value per instance (an array or list of length n) or, for named
+outputs, a mapping of columns (``{"sea_view": array(n), ...}``). ``Outputs`` keeps that
+columnar form so a batch can be split between the requests it served without touching each
+value, and is turned into JSON, Arrow or Open Inference Protocol tensors at the edge.
+
+    >>> out = Outputs.of(np.array([0.1, 0.9]), 2, "recs")
+    >>> out.slice(1, 2).predictions()
+    [0.9]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fnserve.runtime.errors import ModelError
+
+Column = np.ndarray | list[Any]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    n: int
+    value: Column | None  # one output per instance, when the function returned a sequence
+    named: Mapping[str, Column] | None  # named output columns, when it returned a mapping
+
+    @classmethod
+    def of(cls, result: Any, n: int, function: str) -> Outputs:
+        """Check and normalize what ``function`` returned for a batch of ``n``."""
+        if isinstance(result, Mapping):
+            named = {str(k): _column(v, n, function, f"output {k!r}") for k, v in result.items()}
+            return cls(n, None, named)
+        return cls(n, _column(result, n, function, "output"), None)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Outputs]) -> Outputs:
+        if len(parts) == 1:
+            return parts[0]
+        n = sum(p.n for p in parts)
+        if all(p.named is not None for p in parts):
+            keys = list(parts[0].named or {})
+            return cls(n, None, {k: _concat([(p.named or {})[k] for p in parts]) for k in keys})
+        return cls(n, _concat([p.value if p.value is not None else p.predictions() for p in parts]), None)
+
+    def slice(self, start: int, stop: int) -> Outputs:
+        if start == 0 and stop == self.n:
+            return self
+        if self.named is not None:
+            return Outputs(stop - start, None, {k: v[start:stop] for k, v in self.named.items()})
+        assert self.value is not None
+        return Outputs(stop - start, self.value[start:stop], None)
+
+    def predictions(self) -> list[Any]:
+        """One JSON-ready prediction per instance, in order."""
+        if self.named is not None:
+            keys = list(self.named)
+            columns = [_json_column(self.named[k]) for k in keys]
+            return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+        assert self.value is not None
+        return _json_column(self.value)
+
+
+def _column(values: Any, n: int, function: str, what: str) -> Column:
+    if hasattr(values, "numpy") and not isinstance(values, np.ndarray):  # a framework tensor
+        values = np.asarray(values.numpy())
+    if isinstance(values, np.ndarray):
+        if values.ndim == 0:
+            raise ModelError(
+                f"function {function!r} returned a scalar as {what}; expected one value per instance"
+            )
+    elif not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
+        raise ModelError(
+            f"function {function!r} returned {type(values).__name__} as {what}; expected a batch"
+        )
+    if len(values) != n:
+        raise ModelError(f"function {function!r} returned {len(values)} values as {what} for {n} instances")
+    return values if isinstance(values, np.ndarray) else list(values)
+
+
+def _concat(columns: Sequence[Column]) -> Column:
+    arrays = [c for c in columns if isinstance(c, np.ndarray)]
+    if len(arrays) == len(columns) and len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    return [v for c in columns for v in c]
+
+
+def _json_column(column: Column) -> list[Any]:
+    if isinstance(column, np.ndarray):
+        if column.dtype.kind == "f" and not np.isfinite(column).all():
+            return [_jsonable(v) for v in column.tolist()]
+        return column.tolist()
+    return [_jsonable(v) for v in column]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; null says "no number" without breaking parsers
+    return value

@@ -1,0 +1,96 @@
+"""What every protocol's prediction route shares: error answers, metrics, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fnserve.runtime.errors import FnError
+from fnserve.runtime.function import ServedFunction
+from fnserve.runtime.http import error_response, json_response
+from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.service import Runtime
+
+log = logging.getLogger("fnserve.app")
+
+Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+CLIENT_GONE = 499  # nginx's code for "the client closed the connection": counted, never sent
+
+
+class ClientGone(FnError):
+    status = CLIENT_GONE
+
+
+def endpoint(handler: Handler) -> Handler:
+    """Runtime errors become JSON answers; server-side ones carry the request id, not details."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except FnError as exc:
+            if exc.status >= 500 and exc.status not in (503, 504):
+                request_id = request.state.request_id
+                log.error("request %s: %s", request_id, exc.message)
+                return json_response({"error": f"{exc.message} (request id {request_id})"}, exc.status)
+            return error_response(exc)
+
+    return guarded
+
+
+@contextlib.contextmanager
+def observed(runtime: Runtime, function: str) -> Iterator[None]:
+    """Count the request by status and time it, whatever way it ends."""
+    started = time.perf_counter()
+    status = 200
+    try:
+        yield
+    except FnError as exc:
+        status = exc.status
+        raise
+    except BaseException:
+        status = 500
+        raise
+    finally:
+        runtime.metrics.requests.labels(function, str(status)).inc()
+        runtime.metrics.latency.labels(function).observe(time.perf_counter() - started)
+
+
+async def predict(
+    request: Request, runtime: Runtime, fn: ServedFunction, columns: Mapping[str, Any], n: int
+) -> Outputs:
+    """Run the rows; if the caller disconnects first, its queued work is dropped."""
+    return await cancel_on_disconnect(request, runtime.predict(fn, columns, n))
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGone("the client disconnected before the answer was ready")
+
+
+async def _disconnected(request: Request) -> None:
+    # The body was read already (or there is none): the next message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def version_header(version: int | None) -> dict[str, str] | None:
+    return {"X-Model-Version": str(version)} if version is not None else None

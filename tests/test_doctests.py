@@ -1,0 +1,20 @@
+"""The examples in the package's docstrings run and say what they show."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import fnserve
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(fnserve.__path__, "fnserve.") if ".cli" not in m.name)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
