@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 
@@ -73,6 +75,20 @@ def test_a_version_whose_loader_fails_leaves_the_old_version_serving(serve: Any,
         assert "ValueError" in info["error"] and info["version"] == 1 and info["ready"] is True
         assert client.get("/readyz").status_code == 200
         assert predict(client) == (200, "1", {"predictions": [6.0]})
+
+
+def test_a_failed_version_is_not_reloaded_every_interval(
+    serve: Any, publish_weight: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish_weight("2")
+    with serve("weighted") as client:
+        publish_weight("garbage")
+        until(lambda: weighted_info(client)["error"], "the failed load")
+        time.sleep(1.0)  # five reload intervals of 0.2 s
+        assert publish_weight("4") == 3
+        until(lambda: weighted_info(client)["version"] == 3, "version 3 after the failed 2")
+    failures = [r for r in caplog.records if "not loaded" in r.getMessage()]
+    assert len(failures) == 1
 
 
 def test_pinned_version_is_served_when_it_is_the_one_in_memory(serve: Any, publish_weight: Any) -> None:

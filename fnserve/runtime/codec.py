@@ -180,7 +180,8 @@ def image_bytes(value: Any, label: str) -> bytes:
     if value.startswith("data:") and "," in value:  # data URLs as produced by browsers
         value = value.split(",", 1)[1]
     try:
-        return base64.b64decode(value, validate=True)
+        # Line breaks are common (the `base64` tool wraps at 76 columns); other junk is an error.
+        return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ValidationError(f"{label}: not valid base64") from None
 

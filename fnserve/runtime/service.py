@@ -117,6 +117,7 @@ class Runtime:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+        failed: int | None = None  # a version that failed to load is not retried every interval
         while True:  # follow `latest`
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
@@ -124,9 +125,16 @@ class Runtime:
             except FnError as exc:
                 log.warning("%s: checking for a newer version failed: %s", fn.name, exc.message)
                 continue
-            if newer is not None:
+            if newer is not None and newer != failed:
                 log.info("%s: version %s published, loading it", fn.name, newer)
-                await self._try_load(fn)
+                if not await self._try_load(fn):
+                    failed = newer
+                    log.error(
+                        "%s: keeping version %s; version %s stays unloaded until a newer one is published",
+                        fn.name,
+                        fn.loaded.version if fn.loaded else None,
+                        newer,
+                    )
 
     async def _try_load(self, fn: ServedFunction) -> bool:
         try:
