@@ -246,3 +246,32 @@ def test_a_request_larger_than_the_queue_bound_is_admitted_into_an_empty_queue()
     model = Model()
     assert run(body, model, max_batch_size=2, max_queue_instances=4) == [x * 10.0 for x in range(10)]
     assert len(model.calls) == 5
+
+
+def test_a_latency_target_caps_the_batch_by_the_measured_cost() -> None:
+    class Costly(Model):
+        """1 ms per call plus 1 ms per instance."""
+
+        def __call__(self, columns: dict[str, Any], n: int) -> Outputs:
+            time.sleep(0.001 + 0.001 * n)
+            return super().__call__(columns, n)
+
+    async def body(batcher: Batcher, model: Model) -> list[int]:
+        for _ in range(4):  # teach the cost model: batches of 1 and 8
+            await submit(batcher, instances(1), WAIT_S)
+            await asyncio.gather(*(submit(batcher, instances(1), WAIT_S) for _ in range(8)))
+        model.calls.clear()
+        model.release.clear()
+        first = asyncio.ensure_future(submit(batcher, instances(0), WAIT_S))
+        await until_inside(model)
+        rest = [asyncio.ensure_future(submit(batcher, instances(i), WAIT_S)) for i in range(60)]
+        while batcher.queued < 60:
+            await asyncio.sleep(0.001)
+        model.release.set()
+        await asyncio.gather(first, *rest)
+        return [len(call) for call in model.calls]
+
+    sizes = run(body, Costly(), max_batch_size=64, latency_target_s=0.025)
+    assert sum(sizes) == 61
+    assert max(sizes[1:]) <= 25  # ~1 ms + 1 ms/instance within 25 ms: never the 60 a plain batcher takes
+    assert len(sizes) >= 4

@@ -62,13 +62,13 @@ def create_app(runtime: Runtime) -> RequestContext:
         return json_response({"error": f"internal error (request id {request.state.request_id})"}, 500)
 
     routes = [
+        *native.routes(runtime),  # the hot path first: Starlette matches routes in order
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/v2/health/live", healthz),
         Route("/v2/health/ready", readyz),
         Route("/functions", endpoint(list_functions)),
         Route("/metrics", metrics),
-        *native.routes(runtime),
     ]
     starlette = Starlette(
         routes=routes,

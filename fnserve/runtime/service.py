@@ -67,11 +67,14 @@ class Runtime:
                 self.metrics.batch_size.labels(fn.name).observe(n)
                 return fn.call(columns, n)
 
+            target_ms = fn.spec.latency_target_ms
             batcher = Batcher(
                 fn.schema,
                 call,
                 max_batch_size=fn.spec.max_batch_size,
                 max_concurrency=fn.spec.max_concurrency,
+                max_queue_instances=fn.spec.max_queue,
+                latency_target_s=None if target_ms is None else target_ms / 1000,
             )
             self.batchers[fn.name] = batcher
         return batcher

@@ -71,25 +71,28 @@ async def predict(
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Await ``work`` in this task; a disconnect seen meanwhile cancels it (dropping queued work)."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        # The body was read already (or there is none): the next message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone:
+            raise ClientGone("the client disconnected before the answer was ready") from None
         raise
     finally:
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    raise ClientGone("the client disconnected before the answer was ready")
-
-
-async def _disconnected(request: Request) -> None:
-    # The body was read already (or there is none): the next message is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def version_header(version: int | None) -> dict[str, str] | None:
