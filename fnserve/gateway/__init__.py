@@ -1,0 +1,1 @@
+"""The gateway: per-function URLs over replicas on a platform (local processes, Docker, Kubernetes)."""
