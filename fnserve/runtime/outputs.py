@@ -56,6 +56,19 @@ class Outputs:
         assert self.value is not None
         return Outputs(stop - start, self.value[start:stop], None)
 
+    def jsonable(self) -> Any:
+        """What to hand orjson: a numeric array as is (serialized natively, float32 as float32),
+        else the list of :meth:`predictions`."""
+        value = self.value
+        if (
+            isinstance(value, np.ndarray)
+            and value.dtype.kind in "biuf"
+            and value.flags.c_contiguous
+            and (value.dtype.kind != "f" or bool(np.isfinite(value).all()))
+        ):
+            return value
+        return self.predictions()
+
     def predictions(self) -> list[Any]:
         """One JSON-ready prediction per instance, in order."""
         if self.named is not None:

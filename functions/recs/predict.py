@@ -45,4 +45,4 @@ def recs(
         hotel_price=np.asarray(hotel_price, dtype=np.float32),
         hotel_id=np.asarray(hotel_id, dtype=np.int64),
     )
-    return outputs["probability"].numpy().astype(np.float64)
+    return outputs["probability"].numpy()  # float32: served as such, without float64 noise digits

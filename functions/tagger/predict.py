@@ -33,4 +33,4 @@ def tagger(model: Any, photo: Image[64, 64]) -> dict[str, float]:
     # One call of the compiled serving signature for the whole batch of photos. The tag
     # names come from the model, so a retrained model with more tags needs no code change.
     outputs = model.signatures["serving_default"](photo=np.asarray(photo, dtype=np.uint8))
-    return {tag: scores.numpy().astype(np.float64) for tag, scores in sorted(outputs.items())}
+    return {tag: scores.numpy() for tag, scores in sorted(outputs.items())}
