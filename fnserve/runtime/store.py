@@ -5,9 +5,10 @@ Layout (TensorFlow Serving's numbered versions)::
     {root}/{name}/{version}/...files...
     {root}/{name}/{version}/fnserve-manifest.json     # sha256 + size of every file; written last
 
-A version exists once its manifest does: publishing uploads the files first and the manifest
-last, so readers never see half a checkpoint. Fetching downloads into a private temporary
-folder, checks every file against the manifest and only then renames it into the cache.
+A version exists once its manifest does (see :mod:`fnserve.runtime.manifest`): publishing uploads
+the files first and the manifest last, so readers never see half a checkpoint. Fetching downloads
+into a private temporary folder, checks every file against the manifest and only then renames it
+into the cache.
 
     store = CheckpointStore("s3://models", storage_options={"anon": False})
     store.publish("recs", Path("out/"), metadata={"metrics": {"auc": 0.8}})   # -> 1
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -27,9 +27,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from fsspec import AbstractFileSystem
@@ -37,75 +35,26 @@ from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError, CheckpointNotFound, StorageUnavailable
+from fnserve.runtime.manifest import (
+    MANIFEST_NAME,
+    MARKER_NAME,
+    FileEntry,
+    Manifest,
+    hash_file,
+    publishable_files,
+    render_manifest,
+    verify_file,
+)
 from fnserve.runtime.spec import check_name, check_version
 
-MANIFEST_NAME = "fnserve-manifest.json"
-MANIFEST_FORMAT = 1
-# Written into a cached copy after every file was verified; holds the manifest digest.
-MARKER_NAME = ".fnserve-verified"
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Re-exported: callers and tests know the manifest types by this module.
+__all__ = ["MANIFEST_NAME", "Checkpoint", "CheckpointStore", "FileEntry", "Manifest"]
+
 # Exceptions from these libraries mean "the store cannot be reached", whatever their class.
 _STORAGE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "requests", "urllib3", "google", "gcsfs"}
 # One download per cache entry at a time in this process (other processes are handled by the rename).
 _download_locks: dict[Path, threading.Lock] = {}
 _download_locks_guard = threading.Lock()
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    sha256: str  # hex digest of the file's bytes
-    size: int  # bytes
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a published version holds. ``digest`` is the sha256 of the manifest bytes as stored.
-
-    >>> doc = b'{"format": 1, "name": "recs", "version": 1, "created": "2024-01-01T00:00:00Z", "files": {}}'
-    >>> Manifest.parse(doc, where="memory://s/recs/1/fnserve-manifest.json").version
-    1
-    """
-
-    name: str
-    version: int
-    created: str  # ISO 8601, UTC
-    files: Mapping[str, FileEntry]  # '/'-separated path inside the version folder -> entry
-    metadata: Mapping[str, Any]  # free-form JSON, e.g. {"metrics": {...}}
-    digest: str
-
-    @classmethod
-    def parse(cls, data: bytes, *, where: str) -> Manifest:
-        """Parse and check a manifest; anything odd is :class:`CheckpointCorrupt` naming ``where``."""
-        try:
-            doc = json.loads(data)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-            raise CheckpointCorrupt(f"{where}: manifest is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-            raise CheckpointCorrupt(f"{where}: manifest must be a JSON object with format {MANIFEST_FORMAT}")
-        name: Any = doc.get("name")
-        version: Any = doc.get("version")
-        created: Any = doc.get("created")
-        files: Any = doc.get("files")
-        metadata: Any = doc.get("metadata", {})
-        checks = [
-            (isinstance(name, str) and bool(name), "'name' must be a non-empty string"),
-            (_is_positive_int(version), "'version' must be a positive integer"),
-            (isinstance(created, str), "'created' must be a string"),
-            (isinstance(files, dict), "'files' must be an object"),
-            (isinstance(metadata, dict), "'metadata' must be an object"),
-        ]
-        for ok, problem in checks:
-            if not ok:
-                raise CheckpointCorrupt(f"{where}: bad manifest: {problem}")
-        entries = {path: _parse_entry(path, entry, where) for path, entry in files.items()}
-        return cls(
-            name=name,
-            version=version,
-            created=created,
-            files=MappingProxyType(entries),
-            metadata=MappingProxyType(metadata),
-            digest=hashlib.sha256(data).hexdigest(),
-        )
 
 
 @dataclass(frozen=True)
@@ -208,13 +157,13 @@ class CheckpointStore:
         3
         """
         url = self.location(name)
-        files = _local_files(Path(local_dir))
-        entries = {rel: _hash_file(path) for rel, path in files.items()}
+        files = publishable_files(Path(local_dir))
+        entries = {rel: hash_file(path) for rel, path in files.items()}
         fs, folder = self._filesystem(url)
         with _storage_errors(url):
             # Count unpublished folders too: a half-written version from a crashed publisher is never reused.
             version = max(self._version_folders(fs, folder), default=0) + 1
-            manifest = _render_manifest(name, version, entries, metadata or {})
+            manifest = render_manifest(name, version, entries, metadata or {})
             try:
                 for rel, path in files.items():
                     target = f"{folder}/{version}/{rel}"
@@ -253,7 +202,7 @@ class CheckpointStore:
                         fs.get_file(f"{base}/{rel}", str(local))
                     except FileNotFoundError:
                         raise CheckpointCorrupt(f"{file_url} is listed in the manifest but missing") from None
-                _verify(local, entry, file_url)
+                verify_file(local, entry, file_url)
             (temp / MARKER_NAME).write_text(manifest.digest)
             _install(temp, final, manifest.digest)
         finally:
@@ -278,88 +227,6 @@ class CheckpointStore:
             str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
         )
         return sorted(int(n) for n in names if n.isdigit() and n == str(int(n)) and int(n) > 0)
-
-
-def _render_manifest(
-    name: str, version: int, files: Mapping[str, FileEntry], metadata: Mapping[str, Any]
-) -> bytes:
-    doc = {
-        "format": MANIFEST_FORMAT,
-        "name": name,
-        "version": version,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": {rel: {"sha256": e.sha256, "size": e.size} for rel, e in sorted(files.items())},
-        "metadata": dict(metadata),
-    }
-    try:
-        return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"checkpoint metadata must be plain JSON (no NaN, no objects): {exc}") from None
-
-
-def _parse_entry(path: Any, entry: Any, where: str) -> FileEntry:
-    reason = _unsafe_path_reason(path)
-    if reason:
-        raise CheckpointCorrupt(f"{where}: manifest lists unsafe path {path!r}: {reason}")
-    sha: Any = entry.get("sha256") if isinstance(entry, dict) else None
-    size: Any = entry.get("size") if isinstance(entry, dict) else None
-    if not isinstance(sha, str) or not _SHA256_RE.match(sha) or not (_is_positive_int(size) or size == 0):
-        raise CheckpointCorrupt(f"{where}: manifest entry for {path!r} needs a sha256 hex digest and a size")
-    return FileEntry(sha256=sha, size=size)
-
-
-def _unsafe_path_reason(path: Any) -> str | None:
-    """Why ``path`` may not name a file inside a version folder, or None when it is fine."""
-    if not isinstance(path, str) or not path:
-        return "not a non-empty string"
-    if path.startswith("/") or "\\" in path or "\x00" in path:
-        return "absolute paths, backslashes and NUL are not allowed"
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return "empty, '.' and '..' segments are not allowed"
-    if path in (MANIFEST_NAME, MARKER_NAME):
-        return "reserved name"
-    return None
-
-
-def _local_files(source: Path) -> dict[str, Path]:
-    """Every file under ``source`` by its '/'-separated relative path; refuses what cannot be published."""
-    if not source.is_dir():
-        raise CheckpointError(f"cannot publish {source}: not a folder")
-    root = source.resolve()
-    found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        linked = [here / d for d in dirnames if (here / d).is_symlink()]
-        if linked:
-            raise CheckpointError(
-                f"cannot publish {linked[0]}: a symlinked folder; copy its files in instead"
-            )
-        for path in (here / f for f in filenames):
-            target = path.resolve()
-            if not target.is_relative_to(root) or not target.is_file():
-                raise CheckpointError(f"cannot publish {path}: it links outside {source} (to {target})")
-            rel = path.relative_to(root).as_posix()
-            reason = _unsafe_path_reason(rel)
-            if reason:
-                raise CheckpointError(f"cannot publish {path}: {reason}")
-            found[rel] = path
-    if not found:
-        raise CheckpointError(f"cannot publish {source}: it holds no files")
-    return dict(sorted(found.items()))
-
-
-def _hash_file(path: Path) -> FileEntry:
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return FileEntry(sha256=digest, size=os.fstat(handle.fileno()).st_size)
-
-
-def _verify(local: Path, expected: FileEntry, url: str) -> None:
-    got = _hash_file(local)
-    if got.size != expected.size:
-        raise CheckpointCorrupt(f"{url} is corrupt: {got.size} bytes, the manifest says {expected.size}")
-    if got.sha256 != expected.sha256:
-        raise CheckpointCorrupt(f"{url} is corrupt: its sha256 differs from the manifest's")
 
 
 def _is_verified(path: Path, digest: str) -> bool:
@@ -413,10 +280,6 @@ def _version_number(version: str | int) -> int:
     if isinstance(version, bool) or str(version) == "latest":
         raise ValueError(f"version {version!r} must be a positive integer")
     return int(check_version(str(version)))
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _slug(name: str) -> str:

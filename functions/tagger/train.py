@@ -11,153 +11,31 @@ the exported model enforces it (a parent scores at least as high as any of its c
     python functions/tagger/train.py --write-data file:///tmp/photos.parquet
     python functions/tagger/train.py --sample-photo photo.jpg --labels sea_view,balcony
 
-Without data the script renders synthetic scenes with numpy (:func:`render_scene`): random
+Without data the script renders synthetic scenes with numpy (``scenes.render_scene``): random
 walls, floors, skies and grounds, with the tagged objects drawn at random places, sizes and
-colours, distractors (windows, pictures, buildings, trees) and lighting noise.
+colours, decoys that look like them (a sofa, a bare table, a tennis court, a garden fence, blue
+hills), tagged objects that are hard to see (hidden, out of frame, in haze) and lighting noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-SIZE = 64
-CHILDREN = {"inside": ("bed", "breakfast_buffet"), "outside": ("balcony", "pool", "sea_view")}
-PARENT = {child: parent for parent, children in CHILDREN.items() for child in children}
-LABELS = ("inside", "outside", *PARENT)
+# scenes.py sits beside this file: on the path when run as a script, not when loaded by file path.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Tests and benchmarks import these from here too (PARENT only for them).
+from scenes import CHILDREN, LABELS, PARENT, SIZE, render_scene  # noqa: F401
+
 CHILD_RATE = {"bed": 0.45, "breakfast_buffet": 0.4, "balcony": 0.35, "pool": 0.4, "sea_view": 0.45}
-_Y, _X = np.mgrid[0:SIZE, 0:SIZE]
-
-
-def _color(rng: np.random.Generator, base: tuple[float, float, float], jitter: float = 0.06) -> np.ndarray:
-    return np.clip(np.array(base) + rng.normal(0.0, jitter, 3), 0.0, 1.0)
-
-
-def _rounded_rect(img: np.ndarray, top: int, left: int, height: int, width: int, radius: int, color) -> None:
-    # A point is inside if it lies within `radius` of the rectangle shrunk by `radius`.
-    near_y = np.clip(_Y, top + radius, top + height - 1 - radius)
-    near_x = np.clip(_X, left + radius, left + width - 1 - radius)
-    img[(_Y - near_y) ** 2 + (_X - near_x) ** 2 <= radius**2] = color
-
-
-def _disc(img: np.ndarray, center_y: float, center_x: float, radius: float, color) -> None:
-    img[(_Y - center_y) ** 2 + (_X - center_x) ** 2 <= radius**2] = color
-
-
-def _room(img: np.ndarray, rng: np.random.Generator) -> int:
-    """Wall, floor and wall decorations; returns the row where the floor starts."""
-    floor = int(rng.integers(34, 46))
-    img[:floor] = _color(rng, (0.85, 0.8, 0.7), 0.1)
-    img[floor:] = _color(rng, (0.5, 0.35, 0.2), 0.1)
-    img[floor:, :: int(rng.integers(5, 10))] *= 0.8  # floorboards
-    if rng.random() < 0.5:  # a picture on the wall
-        top, left = int(rng.integers(3, 14)), int(rng.integers(2, 48))
-        img[top : top + 12, left : left + 14] = _color(rng, (0.25, 0.2, 0.15))
-        img[top + 2 : top + 10, left + 2 : left + 12] = rng.random(3)
-    if rng.random() < 0.25:  # a window: sky inside a room, a hard negative for `outside`
-        top, left = int(rng.integers(3, 10)), int(rng.integers(2, 44))
-        img[top : top + 18, left : left + 18] = 0.95
-        img[top + 2 : top + 16, left + 2 : left + 16] = _color(rng, (0.55, 0.75, 0.95))
-    return floor
-
-
-def _bed(img: np.ndarray, floor: int, left: int, rng: np.random.Generator) -> None:
-    width = int(rng.integers(22, 30))
-    img[floor - 16 : floor, left : left + width] = _color(rng, (0.35, 0.22, 0.12))  # headboard
-    _rounded_rect(img, floor - 6, left - 2, 14, width + 4, 3, _color(rng, (0.95, 0.95, 0.93), 0.03))
-    pillow = _color(rng, (0.98, 0.97, 0.92), 0.02)
-    for pillow_left in (left + 1, left + width // 2 + 1):
-        _rounded_rect(img, floor - 8, pillow_left, 5, width // 2 - 2, 2, pillow)
-    if rng.random() < 0.6:  # a blanket over the foot of the bed
-        img[floor + 1 : floor + 8, left - 1 : left + width + 3] = rng.random(3)
-
-
-def _buffet(img: np.ndarray, floor: int, left: int, rng: np.random.Generator) -> None:
-    width, top = int(rng.integers(24, 32)), floor - int(rng.integers(0, 6))
-    cloth = _color(rng, (0.95, 0.95, 0.95), 0.03) if rng.random() < 0.5 else _color(rng, (0.45, 0.3, 0.15))
-    img[top : top + 4, left : left + width] = cloth
-    img[top + 4 : top + 14, left + 1 : left + 3] = 0.2  # table legs
-    img[top + 4 : top + 14, left + width - 3 : left + width - 1] = 0.2
-    for _ in range(int(rng.integers(8, 18))):  # plates, fruit, pastries
-        y, x = top - rng.uniform(0, 4), left + rng.uniform(1, width - 1)
-        _disc(img, y, x, rng.uniform(1.0, 2.4), rng.random(3))
-
-
-def _landscape(img: np.ndarray, labels: set[str], rng: np.random.Generator) -> int:
-    """Sky, optional sea, ground, buildings and trees; returns the first row of open ground."""
-    horizon = int(rng.integers(16, 32))
-    overcast = rng.random() < 0.2
-    top_sky = _color(rng, (0.6, 0.62, 0.65) if overcast else (0.2, 0.45, 0.85))
-    low_sky = _color(rng, (0.8, 0.8, 0.82) if overcast else (0.7, 0.85, 0.95))
-    mix = np.linspace(0.0, 1.0, horizon)[:, None, None]
-    img[:horizon] = (1 - mix) * top_sky + mix * low_sky
-    for _ in range(int(rng.integers(0, 3))):  # clouds
-        _disc(img, rng.uniform(2, horizon - 4), rng.uniform(0, SIZE), rng.uniform(2, 5), 0.97)
-    ground = horizon
-    if "sea_view" in labels:
-        ground = horizon + int(rng.integers(8, 15))
-        img[horizon:ground] = _color(rng, (0.1, 0.3, 0.6))
-        img[rng.integers(horizon, ground, size=3)] += 0.15  # light on the waves
-    img[ground:] = _color(rng, [(0.3, 0.55, 0.25), (0.85, 0.75, 0.55), (0.55, 0.55, 0.55)][rng.integers(3)])
-    if rng.random() < 0.5:  # a building on the horizon
-        height, left, width = int(rng.integers(6, 16)), int(rng.integers(0, 50)), int(rng.integers(8, 16))
-        img[horizon - height : horizon, left : left + width] = _color(rng, (0.6, 0.5, 0.45), 0.12)
-    if rng.random() < 0.35:  # a tree
-        x = rng.uniform(4, 60)
-        img[ground - 4 : ground + 6, int(x) : int(x) + 2] = (0.35, 0.22, 0.1)
-        _disc(img, ground - 6, x + 1, rng.uniform(3, 6), _color(rng, (0.15, 0.45, 0.15)))
-    return ground
-
-
-def _pool(img: np.ndarray, ground: int, rng: np.random.Generator) -> None:
-    height, width = int(rng.integers(6, 11)), int(rng.integers(18, 36))
-    top, left = int(rng.integers(ground + 1, SIZE - height)), int(rng.integers(0, SIZE - width))
-    _rounded_rect(img, top - 1, left - 1, height + 2, width + 2, 3, 0.95)  # white coping
-    _rounded_rect(img, top, left, height, width, 2, _color(rng, (0.25, 0.8, 0.85), 0.04))
-    img[top + 2 : top + height - 1 : 3, left + 2 : left + width - 2] += 0.1  # ripples
-
-
-def _balcony(img: np.ndarray, rng: np.random.Generator) -> None:
-    rail = int(rng.integers(36, 50))
-    color = _color(rng, (0.9, 0.9, 0.9) if rng.random() < 0.5 else (0.15, 0.15, 0.15))
-    spacing, thickness = int(rng.integers(3, 6)), int(rng.integers(1, 3))
-    img[rail : rail + 2] = color
-    for offset in range(thickness):
-        img[rail:, int(rng.integers(0, spacing)) + offset :: spacing] = color
-
-
-def render_scene(labels: set[str], rng: np.random.Generator) -> np.ndarray:
-    """A 64x64 RGB uint8 photo showing ``labels`` (parents are implied by their children).
-
-    >>> photo = render_scene({"sea_view", "balcony"}, np.random.default_rng(0))
-    """
-    unknown = set(labels) - set(LABELS)
-    if unknown:
-        raise ValueError(f"unknown labels {sorted(unknown)}; known: {', '.join(LABELS)}")
-    labels = set(labels) | {PARENT[label] for label in labels if label in PARENT}
-    if len(labels & set(CHILDREN)) != 1:
-        raise ValueError(f"a photo is either 'inside' or 'outside', got {sorted(labels)}")
-    img = np.zeros((SIZE, SIZE, 3))
-    if "inside" in labels:
-        floor = _room(img, rng)
-        lefts = [int(rng.integers(3, 8)), int(rng.integers(32, 36))] if rng.random() < 0.5 else [34, 4]
-        if "bed" in labels:
-            _bed(img, floor, int(rng.integers(3, 34)) if "breakfast_buffet" not in labels else lefts[0], rng)
-        if "breakfast_buffet" in labels:
-            _buffet(img, floor, int(rng.integers(2, 38)) if "bed" not in labels else lefts[1], rng)
-    else:
-        ground = _landscape(img, labels, rng)
-        if "pool" in labels:
-            _pool(img, ground, rng)
-        if "balcony" in labels:
-            _balcony(img, rng)
-    img = img * rng.uniform(0.75, 1.2) + rng.uniform(-0.05, 0.05, 3) + rng.normal(0.0, 0.03, img.shape)
-    img = img[:, ::-1] if rng.random() < 0.5 else img
-    return (np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def sample_labels(rng: np.random.Generator) -> set[str]:
@@ -167,10 +45,10 @@ def sample_labels(rng: np.random.Generator) -> set[str]:
 
 
 def generate_photos(count: int = 6_000, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` rendered photos (n, 64, 64, 3) uint8 and their 0/1 targets (n, len(LABELS))."""
+    """``count`` photos (n, 64, 64, 3) uint8, hard cases included, and 0/1 targets (n, len(LABELS))."""
     rng = np.random.default_rng(seed)
     label_sets = [sample_labels(rng) for _ in range(count)]
-    images = np.stack([render_scene(labels, rng) for labels in label_sets])
+    images = np.stack([render_scene(labels, rng, hard=True) for labels in label_sets])
     targets = np.array([[label in labels for label in LABELS] for labels in label_sets], dtype=np.float32)
     return images, targets
 
