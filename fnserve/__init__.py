@@ -6,16 +6,16 @@ What a function author types lives here; everything else is internal.
 from fnserve.runtime.spec import predict
 from fnserve.runtime.types import Field, Image, Tensor
 
-__all__ = ["Client", "Field", "Image", "Tensor", "TrainContext", "predict"]
+__all__ = ["AsyncClient", "Client", "Field", "Image", "Tensor", "TrainContext", "predict"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
     # Lazy so that `import fnserve` in a function file does not pull in fsspec and friends.
-    if name == "Client":
-        from fnserve.client import Client
+    if name in ("Client", "AsyncClient"):
+        from fnserve import client
 
-        return Client
+        return getattr(client, name)
     if name == "TrainContext":
         from fnserve.runtime.training import TrainContext
 

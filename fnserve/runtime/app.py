@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from fnserve.runtime.errors import NotFound
 from fnserve.runtime.http import RequestContext, error_response, json_response
-from fnserve.runtime.protocols import native
+from fnserve.runtime.protocols import native, tfserving, v2
 from fnserve.runtime.protocols.common import endpoint
 from fnserve.runtime.service import Runtime
 
@@ -43,7 +43,7 @@ def create_app(runtime: Runtime) -> RequestContext:
 
     async def list_functions(_: Request) -> Response:
         described = await asyncio.to_thread(lambda: [fn.describe() for fn in runtime.functions.values()])
-        return json_response({"functions": described})
+        return json_response({"functions": described, "started_at": runtime.started_at})
 
     async def metrics(_: Request) -> Response:
         runtime.metrics.in_flight.set(context.in_flight)
@@ -65,10 +65,10 @@ def create_app(runtime: Runtime) -> RequestContext:
         *native.routes(runtime),  # the hot path first: Starlette matches routes in order
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/v2/health/live", healthz),
-        Route("/v2/health/ready", readyz),
         Route("/functions", endpoint(list_functions)),
         Route("/metrics", metrics),
+        *v2.routes(runtime),
+        *tfserving.routes(runtime),
     ]
     starlette = Starlette(
         routes=routes,

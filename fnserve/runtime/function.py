@@ -32,6 +32,7 @@ class LoadedModel:
     loaded_at: float  # unix time
     load_s: float  # fetch + load time, seconds
     metadata: Mapping[str, Any] = field(default_factory=dict)  # from the checkpoint manifest
+    fetch_s: float = 0.0  # the part of load_s spent fetching (and verifying) the checkpoint
 
 
 class ServedFunction:
@@ -79,6 +80,7 @@ class ServedFunction:
             return LoadedModel(None, None, None, time.time(), 0.0)
         assert self.store is not None
         checkpoint = self.store.fetch(self.spec.checkpoint, self.wanted_version)
+        fetched = time.perf_counter()
         current = self.loaded
         if current is not None and current.version == checkpoint.version and current.url == checkpoint.url:
             return current
@@ -90,6 +92,7 @@ class ServedFunction:
             time.time(),
             time.perf_counter() - started,
             dict(checkpoint.manifest.metadata),
+            fetched - started,
         )
 
     def newer_version(self) -> int | None:
@@ -130,6 +133,9 @@ class ServedFunction:
             "available_versions": self._versions(),
             "metrics": dict(loaded.metadata.get("metrics", {})) if loaded else {},
             "error": self.last_error,
+            # what the last load took: a gateway reports them as parts of a cold start
+            "fetch_s": round(loaded.fetch_s, 4) if loaded else None,
+            "model_load_s": round(loaded.load_s - loaded.fetch_s, 4) if loaded else None,
             "max_batch_size": self.spec.max_batch_size,
             **self.schema.describe(),
         }

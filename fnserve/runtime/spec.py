@@ -42,6 +42,7 @@ class PredictSpec:
     max_queue: int  # most instances waiting for a model call before requests are refused (429)
     timeout_s: float  # per-request deadline
     description: str
+    cache_max_age_s: int | None = 0  # GET answers' Cache-Control max-age; None: not cacheable
 
 
 def check_name(kind: str, value: str) -> str:
@@ -77,6 +78,7 @@ def predict(
     latency_target_ms: float | None = None,
     max_queue: int = 4096,
     description: str = "",
+    cache_max_age_s: int | None = 0,
 ) -> Callable[[F], F]: ...
 def predict(
     fn: Callable[..., Any] | None = None,
@@ -94,6 +96,7 @@ def predict(
     latency_target_ms: float | None = None,
     max_queue: int = 4096,
     description: str = "",
+    cache_max_age_s: int | None = 0,
 ) -> Any:
     """Mark ``fn`` as a prediction function; usable bare (``@predict``) or called.
 
@@ -101,6 +104,9 @@ def predict(
     model, which is passed as the function's first argument. ``checkpoint`` defaults to
     the function's name in the project's store. With ``vectorized=False`` the function
     takes one instance (scalars) and returns one prediction; the runtime still batches.
+    ``cache_max_age_s`` is how long HTTP caches may keep a GET prediction (``Cache-Control:
+    max-age``; it is revalidated by ``ETag`` after that); ``None`` makes predictions uncacheable,
+    for functions whose answer is not determined by their inputs and model version alone.
     """
     if loader is not None and not callable(loader):
         raise TypeError(f"@predict(loader=...) must be callable, got {loader!r}")
@@ -131,6 +137,13 @@ def predict(
             f"@predict(latency_target_ms=...) must be a positive number, got {latency_target_ms!r}"
         )
 
+    if cache_max_age_s is not None and (
+        not isinstance(cache_max_age_s, int) or isinstance(cache_max_age_s, bool) or cache_max_age_s < 0
+    ):
+        raise ValueError(
+            f"@predict(cache_max_age_s=...) must be a non-negative int or None, got {cache_max_age_s!r}"
+        )
+
     def mark(func: F) -> F:
         if not callable(func):
             raise TypeError(f"@predict decorates functions, got {func!r}")
@@ -148,6 +161,7 @@ def predict(
             max_queue=max_queue,
             timeout_s=float(timeout_s),
             description=description or (func.__doc__ or "").strip().split("\n")[0],
+            cache_max_age_s=cache_max_age_s,
         )
         setattr(func, ATTR, spec)
         return func

@@ -3,61 +3,114 @@
 * ``GET /function/recs?a=1&b=x`` — one instance from query parameters;
 * ``POST`` JSON — one instance ``{...}`` or ``{"instances": [...]}``;
 * ``POST`` raw image bytes (``image/*``) — for a function with one image input, other inputs
-  in the query string.
+  in the query string;
+* ``POST`` an Arrow IPC stream (``application/vnd.apache.arrow.stream``) — one column per input,
+  for large batches (:mod:`fnserve.runtime.protocols.arrow`).
 
-Answers ``{"predictions": [...]}`` with the model version in ``X-Model-Version``.
+Answers ``{"predictions": [...]}`` with the model version in ``X-Model-Version``, or an Arrow
+stream of the outputs when ``Accept`` asks for it (or the body was Arrow and ``Accept`` names no
+JSON). GET answers are cacheable: a weak ``ETag`` derived from the function, its model version
+and the normalized query, ``Cache-Control: public, max-age=<@predict(cache_max_age_s=...)>``,
+and ``304 Not Modified`` for a matching ``If-None-Match`` — without running the model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import functools
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fnserve.runtime import codec
+from fnserve.runtime import codec, columns
 from fnserve.runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from fnserve.runtime.function import ServedFunction
-from fnserve.runtime.http import JSON_TYPE, json_response, media_type, parse_json, read_body
+from fnserve.runtime.http import (
+    ARROW_STREAM_TYPE,
+    JSON_TYPE,
+    json_response,
+    media_type,
+    parse_json,
+    read_body,
+)
+from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.protocols import arrow
 from fnserve.runtime.protocols.common import endpoint, observed, predict, version_header
+from fnserve.runtime.schema import Schema
 from fnserve.runtime.service import Runtime
 
-MAX_INSTANCES = 10_000
+MAX_INSTANCES = columns.MAX_ROWS
+ARROW_TYPES = (ARROW_STREAM_TYPE, arrow.ARROW_FILE_TYPE)
+T = TypeVar("T")
 
 
 def routes(runtime: Runtime) -> list[Route]:
     async def invoke(request: Request) -> Response:
         fn, version = runtime.resolve(request.path_params["target"])
         with observed(runtime, fn.name):
-            instances = await instances_from_request(request, fn, runtime.settings.max_body_bytes)
-            columns = codec.to_columns(fn.schema, instances)
-            outputs = await predict(request, runtime, fn, columns, len(instances))
-            return json_response({"predictions": outputs.predictions()}, headers=version_header(version))
+            headers = version_header(version) or {}
+            if request.method == "GET":
+                instance = codec.parse_query(fn.schema, request.query_params.multi_items())
+                as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=False)
+                headers.update(cache_headers(fn, version, instance, as_arrow))
+                if "ETag" in headers and etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+                    return Response(status_code=304, headers=headers)
+                batch, n = codec.to_columns(fn.schema, [instance]), 1
+            else:
+                batch, n, was_arrow = await columns_from_body(request, fn, runtime.settings.max_body_bytes)
+                as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=was_arrow)
+            outputs = await predict(request, runtime, fn, batch, n)
+            return answer(outputs, as_arrow, headers)
 
     return [Route("/function/{target}", endpoint(invoke), methods=["GET", "POST"])]
 
 
-async def instances_from_request(request: Request, fn: ServedFunction, limit: int) -> list[dict[str, Any]]:
-    """GET: one instance from the query. POST: JSON instance(s), or raw image bytes + query."""
+def answer(outputs: Outputs, as_arrow: bool, headers: dict[str, str]) -> Response:
+    if as_arrow:
+        return arrow.response(outputs, headers)
+    return json_response({"predictions": outputs.jsonable()}, headers=headers)
+
+
+async def columns_from_body(
+    request: Request, fn: ServedFunction, limit: int
+) -> tuple[dict[str, Any], int, bool]:
+    """A POST body's input columns, their row count, and whether the body was Arrow."""
     schema = fn.schema
-    if request.method == "GET":
-        return [codec.parse_query(schema, request.query_params.multi_items())]
-    body = await read_body(request, limit)
     kind = media_type(request)
+    body = await read_body(request, limit)
+    if kind in ARROW_TYPES:
+        decode = functools.partial(arrow.decode, schema, body, kind == arrow.ARROW_FILE_TYPE)
+        batch, n = await off_loop_if_images(schema, decode)
+        return batch, n, True
     if kind.startswith("image/") or kind == "application/octet-stream":
-        return [raw_image_instance(fn, body, request)]
+        return codec.to_columns(schema, [raw_image_instance(fn, body, request)]), 1, False
     if kind not in (JSON_TYPE, "") and not kind.endswith("+json"):
         raise UnsupportedMediaType(
-            f"Content-Type {kind!r} is not accepted; send application/json or raw image bytes (image/*)"
+            f"Content-Type {kind!r} is not accepted; send application/json, "
+            f"{ARROW_STREAM_TYPE} or raw image bytes (image/*)"
         )
     payload = parse_json(body)
     if isinstance(payload, dict) and "instances" in payload and schema.field("instances") is None:
-        return json_instances(fn, payload)
-    return [codec.validate_instance(schema, payload)]
+        batch, n = await off_loop_if_images(schema, functools.partial(json_instances, fn, payload))
+        return batch, n, False
+    return codec.to_columns(schema, [codec.validate_instance(schema, payload)]), 1, False
 
 
-def json_instances(fn: ServedFunction, payload: dict[str, Any]) -> list[dict[str, Any]]:
+async def off_loop_if_images(schema: Schema, decode: Callable[[], T]) -> T:
+    """Decoding images takes milliseconds: do it in a worker thread, not on the event loop."""
+    if any(f.kind == "image" for f in schema.inputs):
+        return await asyncio.to_thread(decode)
+    return decode()
+
+
+def json_instances(fn: ServedFunction, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``{"instances": [{...}, ...]}`` to checked columns: transposed and validated per column."""
     instances = payload["instances"]
     extra = set(payload) - {"instances"}
     if extra:
@@ -66,7 +119,44 @@ def json_instances(fn: ServedFunction, payload: dict[str, Any]) -> list[dict[str
         raise ValidationError("instances: expected a non-empty list of input objects")
     if len(instances) > MAX_INSTANCES:
         raise PayloadTooLarge(f"instances: {len(instances)} instances is over the limit of {MAX_INSTANCES}")
-    return [codec.validate_instance(fn.schema, inst, f"instances[{i}].") for i, inst in enumerate(instances)]
+    return columns.from_instances(fn.schema, instances)
+
+
+def cache_headers(
+    fn: ServedFunction, version: int | None, instance: dict[str, Any], as_arrow: bool
+) -> dict[str, str]:
+    """``ETag``/``Cache-Control`` for a GET prediction: the same inputs, function code and model
+    version give the same answer, so the tag is a digest of exactly those (and the format)."""
+    max_age = fn.spec.cache_max_age_s
+    if max_age is None:
+        return {"Cache-Control": "no-store"}
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{fn.name}\0{_source_digest(fn.found.path)}\0{version}\0{as_arrow}\0".encode())
+    digest.update(orjson.dumps(instance, option=orjson.OPT_SERIALIZE_NUMPY))
+    return {
+        "ETag": f'W/"{version or 0}-{digest.hexdigest()}"',
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept",
+    }
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of ``If-None-Match`` (a list of tags, or ``*``) with ``etag``."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in if_none_match.split(","))
+
+
+@functools.cache
+def _source_digest(path: Path) -> str:
+    """The function file's content: a changed function (same model version) gets new ETags."""
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    except OSError:
+        return "unknown"
 
 
 def raw_image_instance(fn: ServedFunction, body: bytes, request: Request) -> dict[str, Any]:
