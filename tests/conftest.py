@@ -112,3 +112,50 @@ def publish_weight(tmp_path: Any) -> Any:
         return store.publish("weighted", folder)
 
     return publish
+
+
+# --- the Docker engine (tests marked `docker`) ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """The local Docker engine. Missing: skipped locally (with how to get it), a failure in CI."""
+    import os
+
+    from fnserve.docker_engine import DockerEngine, EngineUnavailable
+
+    try:
+        engine = DockerEngine.connect()
+    except EngineUnavailable as exc:
+        message = f"{exc}; or leave these tests out with -m 'not docker'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs the Docker tests, but {message}", pytrace=False)
+        pytest.skip(message)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(autouse=True)
+def _docker_marker_needs_engine(request: pytest.FixtureRequest) -> None:
+    """Every test marked `docker` gets the engine (so it skips, or fails in CI, when there is none)."""
+    if request.node.get_closest_marker("docker"):
+        request.getfixturevalue("docker_engine")
+
+
+@pytest.fixture(scope="session")
+def example_images(docker_engine: Any) -> dict[str, Any]:
+    """The repository's example functions built once per session: ``{"recs": BuildResult, ...}``.
+
+    The base image is made offline first if it is missing (scripts/ensure-docker makes it in CI).
+    """
+    from pathlib import Path
+
+    from fnserve.build.images import build_image, prepare_build
+    from fnserve.runtime.settings import Settings
+
+    settings = Settings.from_mapping(Path(__file__).parent.parent, {}, {}, {})
+    built = {}
+    for name in ("recs", "tagger"):
+        plan = prepare_build(settings, name, docker_engine)
+        built[name] = build_image(plan, docker_engine)
+    return built

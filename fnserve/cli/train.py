@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fnserve.cli.build import ContainerTraining, container_options
 from fnserve.cli.common import console, load_settings, user_errors
 from fnserve.runtime.errors import CheckpointError
 from fnserve.runtime.store import CheckpointStore
@@ -17,8 +18,15 @@ from fnserve.train import TrainError, find_job, run_locally, trainable
 )
 @click.option("--store", default=None, help="Checkpoint store URL to publish to (default from fn.toml).")
 @click.option("--missing", is_flag=True, help="Only train functions that have no published checkpoint yet.")
+@container_options  # --in-container, --cpus, --memory, --network, --k8s-job, --schedule, ...
 @user_errors
-def train_command(names: tuple[str, ...], data: str | None, store: str | None, missing: bool) -> None:
+def train_command(
+    names: tuple[str, ...],
+    data: str | None,
+    store: str | None,
+    missing: bool,
+    container: ContainerTraining | None,
+) -> None:
     """Train functions and publish each result as a new checkpoint version.
 
     Runs functions/NAME/train.py; with no NAME, every function that has one.
@@ -28,6 +36,8 @@ def train_command(names: tuple[str, ...], data: str | None, store: str | None, m
       fn train recs
       fn train --missing                      # first run: train what has no checkpoint
       fn train recs --data s3://bucket/recs.parquet --store s3://bucket/checkpoints
+      fn train recs --in-container --cpus 2 --memory 4g     # in its image, then removed
+      fn train recs --k8s-job --schedule '0 3 * * *'        # print a CronJob
     """
     settings = load_settings(store=store)
     store_ = CheckpointStore(
@@ -38,6 +48,9 @@ def train_command(names: tuple[str, ...], data: str | None, store: str | None, m
             job = find_job(settings, name, data)
             if missing and store_.latest(name) is not None:
                 console.print(f"{name}: checkpoint v{store_.latest(name)} exists, not training (--missing)")
+                continue
+            if container is not None:  # in the function's image, or as a Kubernetes Job
+                container.train(settings, name, data)
                 continue
             console.print(f"{name}: training ({job.script.relative_to(settings.project_dir)})")
             run_locally(job, settings)

@@ -10,11 +10,22 @@ One source of truth per setting. Precedence: command-line flag > environment var
     [serve]
     host = "127.0.0.1"
     port = 8080
+    [build]
+    registry = "registry.example.com/team"   # `fn build --push` pushes there; empty: no registry
+    base_image = "fnserve/base:bookworm"     # made offline by `fn base-image`
+    [gateway]
+    port = 8080                              # `fn gateway` binds host:port (host 127.0.0.1)
+    target = "local"                         # where `fn deploy` runs replicas: local, docker, k8s
+    auth = "open"                            # prediction routes: open, or "token" like the admin API
+
+Containers get the store's fsspec options as JSON in ``FNSERVE_STORE_OPTIONS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FNSERVE_"
+# host[:port][/path] of a registry, no scheme: what `docker push` accepts before the image name.
+_REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+# [registry/]path[:tag] of an image, as Docker spells references (no digests for a base image).
+_IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._:/-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,15 @@ class Settings:
     reload_interval_s: float  # how often `latest` checkpoints are polled for a newer version
     drain_timeout_s: float  # on SIGTERM, longest wait for in-flight requests
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # passed to fsspec
+    registry: str = ""  # image registry `fn build --push` pushes to ("host[:port][/path]"); "" = none
+    base_image: str = "fnserve/base:bookworm"  # local image every function image starts FROM
+    debian_mirror: str = "http://deb.debian.org/debian"  # where `fn base-image` gets Debian packages
+    gateway_host: str = "127.0.0.1"  # `fn gateway` binds here
+    gateway_port: int = 8080
+    gateway_url: str = ""  # where `fn deploy/status/...` reach the gateway; "" = http://host:port
+    gateway_token: str = ""  # admin API bearer token; "" = generated once into .fnserve/gateway-token
+    gateway_auth: str = "open"  # prediction routes: "open", or "token" (the admin token is required)
+    gateway_target: str = "local"  # where replicas run: local, docker, k8s
 
     @classmethod
     def load(
@@ -64,6 +88,8 @@ class Settings:
     ) -> Settings:
         store_cfg = _table(config, "store")
         serve_cfg = _table(config, "serve")
+        build_cfg = _table(config, "build")
+        gateway_cfg = _table(config, "gateway")
 
         def pick(
             key: str, table: Mapping[str, Any], default: Any, kind: type = str, *, toml_key: str = ""
@@ -85,9 +111,7 @@ class Settings:
 
         store = pick("store", store_cfg, ".fnserve/store", toml_key="root")
         cache = Path(pick("cache", store_cfg, ".fnserve/cache"))
-        options = store_cfg.get("options", {})
-        if not isinstance(options, Mapping):
-            raise ValueError("fn.toml: [store] options must be a table")
+        options = _storage_options(store_cfg, environ)
         settings = cls(
             project_dir=project_dir,
             store=_absolute_url(store, project_dir),
@@ -98,14 +122,56 @@ class Settings:
             reload_interval_s=pick("reload_interval_s", serve_cfg, 10.0, float),
             drain_timeout_s=pick("drain_timeout_s", serve_cfg, 20.0, float),
             storage_options=dict(options),
+            registry=pick("registry", build_cfg, "").rstrip("/"),
+            base_image=pick("base_image", build_cfg, "fnserve/base:bookworm"),
+            debian_mirror=pick("debian_mirror", build_cfg, "http://deb.debian.org/debian"),
+            gateway_host=pick("gateway_host", gateway_cfg, "127.0.0.1", toml_key="host"),
+            gateway_port=pick("gateway_port", gateway_cfg, 8080, int, toml_key="port"),
+            gateway_url=pick("gateway_url", gateway_cfg, "", toml_key="url").rstrip("/"),
+            gateway_token=pick("gateway_token", gateway_cfg, "", toml_key="token"),
+            gateway_auth=pick("gateway_auth", gateway_cfg, "open", toml_key="auth"),
+            gateway_target=pick("gateway_target", gateway_cfg, "local", toml_key="target"),
         )
-        if not 0 <= settings.port <= 65535:
-            raise ValueError(f"port {settings.port} is out of range 0-65535")
+        for key in ("port", "gateway_port"):
+            if not 0 <= getattr(settings, key) <= 65535:
+                raise ValueError(f"{key} {getattr(settings, key)} is out of range 0-65535")
+        if settings.gateway_auth not in ("open", "token"):
+            raise ValueError(f"setting gateway auth must be 'open' or 'token', got {settings.gateway_auth!r}")
+        if settings.gateway_url and not settings.gateway_url.startswith(("http://", "https://")):
+            raise ValueError(f"setting gateway url {settings.gateway_url!r} must be an http(s):// URL")
         if settings.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if settings.reload_interval_s <= 0 or settings.drain_timeout_s < 0:
             raise ValueError("reload_interval_s must be positive and drain_timeout_s not negative")
+        if settings.registry and not _REGISTRY_RE.match(settings.registry):
+            raise ValueError(
+                f"setting registry {settings.registry!r} must be host[:port][/path] without a scheme, "
+                "e.g. registry.example.com:5000/team"
+            )
+        if not _IMAGE_RE.match(settings.base_image):
+            raise ValueError(f"setting base_image {settings.base_image!r} is not an image reference")
+        if not settings.debian_mirror.startswith(("http://", "https://", "file://")):
+            raise ValueError(
+                f"setting debian_mirror {settings.debian_mirror!r} must be an http(s):// or file:// URL"
+            )
         return settings
+
+
+def _storage_options(store_cfg: Mapping[str, Any], environ: Mapping[str, str]) -> Mapping[str, Any]:
+    """fsspec options: ``FNSERVE_STORE_OPTIONS`` (a JSON object) over ``[store] options``."""
+    text = environ.get(ENV_PREFIX + "STORE_OPTIONS")
+    if text:
+        try:
+            options = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"setting store_options (FNSERVE_STORE_OPTIONS) is not JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise ValueError("setting store_options (FNSERVE_STORE_OPTIONS) must be a JSON object")
+        return options
+    options = store_cfg.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ValueError("fn.toml: [store] options must be a table")
+    return options
 
 
 def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:

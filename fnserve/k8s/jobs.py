@@ -1,0 +1,167 @@
+"""Training as a Kubernetes Job, or a CronJob for scheduled retraining: manifests as data.
+
+The Job runs the function's image with ``train.py`` as its command, exactly as
+``fn train NAME --in-container`` does here: data and store passed as URLs, credentials from
+a Secret (``envFrom``), non-root, read-only root file system with ``/tmp`` on an emptyDir,
+CPU and memory requests equal to the limits, removed a day after it finishes.
+
+>>> job = training_job(TrainingJob("recs", "registry.example/fnserve/recs:3f2a9c1b7d0e", "s3://models/ckpt"))
+>>> job["kind"], job["spec"]["template"]["spec"]["containers"][0]["command"]
+('Job', ['python', '/srv/functions/recs/train.py'])
+>>> nightly = training_cronjob(TrainingJob("recs", "fnserve/recs:latest", "s3://m"), schedule="0 3 * * *")
+>>> nightly["kind"], nightly["spec"]["schedule"]
+('CronJob', '0 3 * * *')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+IMAGE_UID = 10001  # the fnserve user of the function images
+_NAME_MAX = 63
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?LW#-]+$")
+_LOCAL_SCHEMES = ("", "file", "memory")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    function: str
+    image: str  # full image reference, registry included when the cluster pulls from one
+    store: str  # checkpoint store URL the cluster can reach (s3://, gs://, hdfs://, ...)
+    data: str | None = None  # training data URL; None: train.py generates its data
+    store_options: Mapping[str, Any] = field(default_factory=dict)  # fsspec options (no secrets)
+    secret: str | None = None  # a Secret whose keys become environment variables (credentials)
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    namespace: str | None = None
+    suffix: str = ""  # makes the Job's name unique per run, e.g. the image tag
+    deadline_s: int | None = None  # activeDeadlineSeconds: give up after this long
+
+
+def training_job(job: TrainingJob) -> dict[str, Any]:
+    """A ``batch/v1`` Job that trains once and publishes one new checkpoint version."""
+    name = _name("fnserve-train", job.function, job.suffix)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(name, job),
+        "spec": _job_spec(job),
+    }
+
+
+def training_cronjob(job: TrainingJob, *, schedule: str) -> dict[str, Any]:
+    """A ``batch/v1`` CronJob retraining on ``schedule`` (cron syntax), one run at a time."""
+    fields = schedule.split()
+    if schedule.startswith("@"):
+        if schedule not in ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"):
+            raise ValueError(f"schedule {schedule!r}: unknown macro")
+    elif len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"schedule {schedule!r} must be five cron fields, e.g. '0 3 * * *' (03:00 daily)")
+    name = _name("fnserve-train", job.function, "")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(name, job),
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",  # two trainings would race to publish the same version
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"metadata": {"labels": _labels(job)}, "spec": _job_spec(job)},
+        },
+    }
+
+
+def _job_spec(job: TrainingJob) -> dict[str, Any]:
+    for what, url in (("store", job.store), ("data", job.data or "s3://")):
+        if urlsplit(url).scheme in _LOCAL_SCHEMES:
+            raise ValueError(
+                f"the training {what} {url} is on this machine: a cluster needs a URL it can reach "
+                "(s3://, gs://, hdfs://, ...)"
+            )
+    env = [
+        {"name": "FNSERVE_FUNCTION", "value": job.function},
+        {"name": "FNSERVE_PROJECT", "value": "/srv"},
+        {"name": "FNSERVE_STORE", "value": job.store},
+    ]
+    if job.store_options:
+        env.append({"name": "FNSERVE_STORE_OPTIONS", "value": json.dumps(job.store_options, sort_keys=True)})
+    if job.data:
+        env.append({"name": "FNSERVE_DATA", "value": job.data})
+    container: dict[str, Any] = {
+        "name": "train",
+        "image": job.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", f"/srv/functions/{job.function}/train.py"],
+        "env": env,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if job.secret:
+        container["envFrom"] = [{"secretRef": {"name": job.secret}}]
+    resources = _resources(job)
+    if resources:
+        container["resources"] = {"requests": resources, "limits": resources}
+    spec: dict[str, Any] = {
+        "backoffLimit": 1,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": _labels(job)},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": IMAGE_UID,
+                    "runAsGroup": IMAGE_UID,
+                    "fsGroup": IMAGE_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+            },
+        },
+    }
+    if job.deadline_s:
+        spec["activeDeadlineSeconds"] = job.deadline_s
+    return spec
+
+
+def _resources(job: TrainingJob) -> dict[str, str]:
+    resources = {}
+    if job.cpus is not None:
+        resources["cpu"] = f"{round(job.cpus * 1000)}m"
+    if job.memory_bytes is not None:
+        resources["memory"] = f"{-(-job.memory_bytes // 2**20)}Mi"
+    return resources
+
+
+def _metadata(name: str, job: TrainingJob) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": _labels(job)}
+    if job.namespace:
+        metadata["namespace"] = job.namespace
+    return metadata
+
+
+def _labels(job: TrainingJob) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": job.function,
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/managed-by": "fnserve",
+    }
+
+
+def _name(prefix: str, function: str, suffix: str) -> str:
+    """A DNS-1123 name within 63 characters: the function's part is shortened, never the suffix."""
+    tail = f"-{suffix}" if suffix else ""
+    room = _NAME_MAX - len(prefix) - 1 - len(tail)
+    core = re.sub(r"[^a-z0-9-]", "-", function.lower())[:room].strip("-")
+    return f"{prefix}-{core}{tail}"
