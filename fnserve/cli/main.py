@@ -30,9 +30,9 @@ def cli(verbose: bool) -> None:
 
 
 def register() -> None:
-    from fnserve.cli import invoke, serve, train
+    from fnserve.cli import bench, build, deploy, invoke, serve, train
 
-    for module in (serve, train, invoke):
+    for module in (serve, train, invoke, bench, build, deploy):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -20,8 +20,20 @@ from fnserve.runtime.service import Runtime
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces).")
 @click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
 @click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
+@click.option(
+    "--checkpoint-version",
+    envvar="FNSERVE_CHECKPOINT_VERSION",
+    default=None,
+    help="Serve this checkpoint version (a number, or latest) instead of each function's own choice.",
+)
 @user_errors
-def serve_command(targets: tuple[str, ...], host: str | None, port: int | None, store: str | None) -> None:
+def serve_command(
+    targets: tuple[str, ...],
+    host: str | None,
+    port: int | None,
+    store: str | None,
+    checkpoint_version: str | None,
+) -> None:
     """Serve functions over HTTP, in this process (no Docker, no cluster).
 
     TARGETS are function folders, predict.py files, or folders of function folders
@@ -32,10 +44,14 @@ def serve_command(targets: tuple[str, ...], host: str | None, port: int | None, 
       fn serve
       fn serve functions/recs --port 9000
       fn serve --host 0.0.0.0 --store s3://models/checkpoints
+      fn serve functions/recs --checkpoint-version 3     # what a deployed version runs
     """
     settings = load_settings(host=host, port=port, store=store)
     found = discover(targets or [settings.project_dir / "functions"])
-    runtime = Runtime(found, settings)
+    if checkpoint_version is not None and checkpoint_version != "latest" and not checkpoint_version.isdigit():
+        raise click.BadParameter("a version number or 'latest'", param_hint="--checkpoint-version")
+    versions = {f.spec.name: checkpoint_version for f in found} if checkpoint_version else None
+    runtime = Runtime(found, settings, versions=versions)
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:

@@ -7,7 +7,12 @@ local processes (tests, laptops), Docker containers (``--target docker``) or Kub
 Docker or Kubernetes itself (those adapters are ``fnserve.docker_engine`` and ``fnserve.k8s``).
 
 The deployment state is plain data (:class:`FunctionDeployment`), persisted by the platform
-(a JSON file, container labels, or a ConfigMap), so a restarted gateway routes as before.
+(a JSON file, container labels, or a ConfigMap), so a restarted gateway routes as before;
+``to_dict``/``from_dict`` give the JSON form every platform and the admin API use.
+
+The gateway calls a platform from worker threads, never on its event loop, and may call it from
+two threads at once (its control loop and a request waking a function from zero): implementations
+are blocking and thread-safe. A target plugs in through ``fnserve.gateway.targets.platform_for``.
 
     state = FunctionDeployment(
         name="recs",
@@ -19,9 +24,14 @@ The deployment state is plain data (:class:`FunctionDeployment`), persisted by t
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+# A version label: what follows "@" in a pinned URL and names a Deployment/container on every target.
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,18 @@ class Scaling:
     target_in_flight: float = 8.0  # desired in-flight requests per replica (the talk's queue-size metric)
     stable_window_s: float = 60.0  # scale down on the average over this window
     panic_window_s: float = 6.0  # scale up fast when this window's load is 2x the target
+
+    def __post_init__(self) -> None:
+        if not all(type(n) is int for n in (self.min_replicas, self.max_replicas)):
+            raise ValueError("min_replicas and max_replicas must be integers")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError(
+                f"replicas: need 0 <= min ({self.min_replicas}) <= max ({self.max_replicas}) and max >= 1"
+            )
+        if self.scale_to_zero_after_s <= 0 or self.target_in_flight <= 0:
+            raise ValueError("scale_to_zero_after_s and target_in_flight must be positive")
+        if not 0 < self.panic_window_s <= self.stable_window_s:
+            raise ValueError("need 0 < panic_window_s <= stable_window_s")
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,46 @@ class FunctionDeployment:
     sticky_key: str | None = None  # request header or query parameter that pins a caller to one version
     previous_weights: Mapping[str, int] | None = None  # for `fn rollback`: the split before the last change
 
+    def weights(self) -> dict[str, int]:
+        return {label: v.weight for label, v in self.versions.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (state files, ConfigMaps, the admin API); ``from_dict`` reads it back."""
+        return {
+            "name": self.name,
+            "versions": {label: dataclasses.asdict(v) for label, v in self.versions.items()},
+            "scaling": dataclasses.asdict(self.scaling),
+            "sticky_key": self.sticky_key,
+            "previous_weights": dict(self.previous_weights) if self.previous_weights is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FunctionDeployment:
+        """Parse (and check) the JSON form; a ``ValueError`` names what is wrong."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
+            raise ValueError("a deployment is an object with a string 'name'")
+        versions = data.get("versions")
+        if not isinstance(versions, Mapping) or not versions:
+            raise ValueError(f"{data['name']}: 'versions' must be a non-empty object")
+        try:
+            parsed = {str(k): VersionDeployment(**v) for k, v in versions.items()}
+            scaling = Scaling(**data.get("scaling", {}))
+        except TypeError as exc:
+            raise ValueError(f"{data['name']}: {exc}") from None
+        for label, v in parsed.items():
+            if not VERSION_RE.match(label):
+                raise ValueError(f"version label {label!r}: use letters, digits, '.', '_' or '-'")
+            if not isinstance(v.weight, int) or not 0 <= v.weight <= 100 or not isinstance(v.image, str):
+                raise ValueError(f"version {label!r}: weight must be an integer 0-100 and image a string")
+        previous = data.get("previous_weights")
+        return cls(
+            name=data["name"],
+            versions=parsed,
+            scaling=scaling,
+            sticky_key=data.get("sticky_key") or None,
+            previous_weights={str(k): int(w) for k, w in previous.items()} if previous else None,
+        )
+
 
 @dataclass(frozen=True)
 class Replica:
@@ -63,7 +125,14 @@ class Replica:
 
 
 class PlatformError(Exception):
-    """The platform could not do what was asked; the message is meant for the user."""
+    """The platform could not do what was asked; the message is meant for the user.
+
+    ``status`` is what the admin API answers: 502 when the platform failed (the default), a 4xx
+    when the request itself was wrong (e.g. an image or folder that does not exist: 422)."""
+
+    def __init__(self, message: str, *, status: int = 502):
+        super().__init__(message)
+        self.status = status
 
 
 class Platform(Protocol):
@@ -86,7 +155,10 @@ class Platform(Protocol):
         ...
 
     def scale(self, function: str, version: str, replicas: int) -> None:
-        """Ask for ``replicas`` copies of one version (0 stops them all). Returns without waiting."""
+        """Ask for ``replicas`` copies of one version (0 stops them all). Returns without waiting.
+
+        Replicas being removed are reported ``draining`` (or not at all) by ``replicas()`` from then
+        on, and finish the requests they hold (the runtime drains on SIGTERM)."""
         ...
 
     def desired(self, function: str, version: str) -> int:
@@ -96,3 +168,6 @@ class Platform(Protocol):
     def logs(self, function: str, *, tail: int = 100) -> list[str]:
         """Recent log lines of the function's replicas."""
         ...
+
+    # Optional: ``close()`` (no arguments), if present, is called once when the gateway stops; the
+    # local platform stops its replica processes there. Docker and Kubernetes replicas outlive it.

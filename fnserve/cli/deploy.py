@@ -1,0 +1,299 @@
+"""``fn gateway``, ``fn deploy``, ``fn status``, ``fn scale``, ``fn split``, ``fn promote``,
+``fn rollback``, ``fn logs``, ``fn delete``: thin, over :mod:`fnserve.gateway.control`."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.table import Table
+
+from fnserve.cli import k8s
+from fnserve.cli.common import console, load_settings, out, user_errors
+from fnserve.gateway.control import Control, connect
+from fnserve.gateway.platform import PlatformError
+from fnserve.gateway.split import SplitError, parse_weights
+from fnserve.gateway.targets import TARGETS
+
+F = TypeVar("F", bound=Callable[..., Any])
+target_option = click.option(
+    "--target",
+    type=click.Choice(sorted(TARGETS)),
+    default=None,
+    help="Where replicas run (default: [gateway] target).",
+)
+min_option = click.option(
+    "--min", "min_replicas", type=click.IntRange(0), default=None, help="Fewest replicas (0: scale to zero)."
+)
+max_option = click.option(
+    "--max", "max_replicas", type=click.IntRange(1), default=None, help="Most replicas."
+)
+idle_option = click.option(
+    "--scale-to-zero-after", type=click.FloatRange(min=0, min_open=True), default=None, help="Idle seconds."
+)
+
+
+def deploy_errors(func: F) -> F:
+    """Platform and split errors become one-line CLI errors too."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (PlatformError, SplitError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return user_errors(wrapper)  # type: ignore[return-value]
+
+
+def control(target: str | None = None) -> Control:
+    return connect(load_settings(), target)
+
+
+@click.command("gateway")
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@target_option
+@deploy_errors
+def gateway_command(host: str | None, port: int | None, target: str | None) -> None:
+    """Run the gateway: per-function URLs over the deployed functions' replicas.
+
+    It serves the paths `fn serve` serves, balances over replicas, scales them (to zero when
+    idle), splits traffic between versions, and has an admin API behind a token.
+
+    \b
+    Examples:
+      fn gateway                             # local replicas, http://127.0.0.1:8080
+      fn gateway --port 9000 --target local
+    """
+    from fnserve.gateway.server import run
+
+    settings = load_settings(gateway_host=host, gateway_port=port, gateway_target=target)
+
+    def ready(url: str, token: str, new_token: bool) -> None:
+        console.print(f"fnserve gateway ({settings.gateway_target}): listening on {url}")
+        if new_token:
+            console.print(f"  admin token (new, saved in .fnserve/gateway-token): {token}", soft_wrap=True)
+
+    try:
+        run(settings, settings.gateway_target, on_ready=ready)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("deploy")
+@click.argument("name")
+@target_option
+@click.option("--version", default=None, help="Version label (default 1; a new label adds a version).")
+@click.option(
+    "--image", default=None, help="Image to run; locally, the function folder (default functions/NAME)."
+)
+@click.option("--checkpoint-version", default=None, help="Checkpoint the version serves: a number or latest.")
+@click.option(
+    "--weight", type=click.IntRange(0, 100), default=None, help="Share of traffic, 0-100 (new version: 0)."
+)
+@min_option
+@max_option
+@idle_option
+@click.option(
+    "--sticky-key", default=None, help="Header or query parameter that keeps a caller on one version."
+)
+@click.option("--dry-run", is_flag=True, help="k8s: print the objects it would apply, apply nothing.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", help="With --dry-run.")
+@deploy_errors
+def deploy_command(name: str, target: str | None, image: str | None, **options: Any) -> None:
+    """Deploy a function, add a version of it, or change one.
+
+    With a kubeconfig (KUBECONFIG or ~/.kube/config) and no target configured, the target is k8s.
+
+    \b
+    Examples:
+      fn deploy recs --min 0 --scale-to-zero-after 300       # functions/recs, version 1
+      fn deploy recs --version 2 --checkpoint-version 7 --weight 10   # a canary
+      fn deploy recs --target docker --image fnserve/recs:3f2a9c1b
+      fn deploy recs --target k8s --dry-run -o yaml          # the Kubernetes objects, applied nowhere
+    """
+    scaling = {
+        "min_replicas": options.pop("min_replicas"),
+        "max_replicas": options.pop("max_replicas"),
+        "scale_to_zero_after_s": options.pop("scale_to_zero_after"),
+    }
+    # --- the k8s target (fnserve.cli.k8s): its default, --dry-run, and the image a cluster pulls ---
+    dry_run, output = options.pop("dry_run"), options.pop("output")
+    settings = load_settings()
+    target = k8s.resolve_target(settings, target)
+    if dry_run:
+        if target != "k8s":
+            raise click.UsageError("--dry-run prints Kubernetes objects: use it with --target k8s")
+        scaling_set = {k: v for k, v in scaling.items() if v is not None}
+        text = k8s.dry_run(settings, name, output=output, image=image, scaling=scaling_set, **options)
+        click.echo(text, nl=False)
+        return
+    if target == "k8s":
+        image = image or k8s.cluster_image(settings, name)
+        k8s.publish_spec(settings, name)
+    # --- end of the k8s part ---
+    ctl = control(target)
+    known = {f["name"] for f in ctl.status()["functions"]}
+    if image is None and ctl.target == "local" and name not in known:
+        image = f"functions/{name}"
+    shown = ctl.deploy(
+        name, image=image, scaling={k: v for k, v in scaling.items() if v is not None}, **options
+    )
+    out.print(f"deployed {name} through {ctl.via}")
+    print_status([shown])
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@deploy_errors
+def status_command(name: str | None) -> None:
+    """Deployed functions: versions, weights, replicas, request rate, p99, last cold start.
+
+    \b
+    Examples:
+      fn status
+      fn status recs
+    """
+    state = control().status()
+    functions = [f for f in state["functions"] if name is None or f["name"] == name]
+    if name is not None and not functions:
+        raise click.ClickException(f"no function named {name!r} is deployed")
+    print_status(functions)
+
+
+@click.command("scale")
+@click.argument("name")
+@min_option
+@max_option
+@idle_option
+@click.option(
+    "--target-in-flight", type=click.FloatRange(min=0, min_open=True), default=None, help="Per replica."
+)
+@deploy_errors
+def scale_command(name: str, scale_to_zero_after: float | None, **changes: Any) -> None:
+    """Change a function's scaling bounds (the gateway scales between them on load).
+
+    \b
+    Examples:
+      fn scale recs --min 2 --max 8
+      fn scale recs --min 0 --scale-to-zero-after 120
+    """
+    print_status([control().scale(name, scale_to_zero_after_s=scale_to_zero_after, **changes)])
+
+
+@click.command("split")
+@click.argument("name")
+@click.argument("weights", nargs=-1, required=True)
+@deploy_errors
+def split_command(name: str, weights: tuple[str, ...]) -> None:
+    """Split traffic between versions by weight (they add up to 100); takes effect at once.
+
+    \b
+    Examples:
+      fn split recs 3=90 4=10
+      fn split recs 4=100
+    """
+    print_status([control().split(name, parse_weights(weights))])
+
+
+@click.command("promote")
+@click.argument("name")
+@click.argument("version")
+@deploy_errors
+def promote_command(name: str, version: str) -> None:
+    """Send all traffic to one version (`fn rollback` undoes it).
+
+    \b
+    Examples:
+      fn promote recs 4
+    """
+    print_status([control().promote(name, version)])
+
+
+@click.command("rollback")
+@click.argument("name")
+@deploy_errors
+def rollback_command(name: str) -> None:
+    """Go back to the split before the last change, from the next request on.
+
+    \b
+    Examples:
+      fn rollback recs
+    """
+    print_status([control().rollback(name)])
+
+
+@click.command("logs")
+@click.argument("name")
+@click.option("--tail", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Lines to show.")
+@deploy_errors
+def logs_command(name: str, tail: int) -> None:
+    """Recent log lines of a function's replicas.
+
+    \b
+    Examples:
+      fn logs recs --tail 20
+    """
+    for line in control().logs(name, tail):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@click.command("delete")
+@click.argument("name")
+@click.confirmation_option(prompt="Delete the function's replicas and deployment state?")
+@deploy_errors
+def delete_command(name: str) -> None:
+    """Remove a deployed function: its replicas and its state.
+
+    \b
+    Examples:
+      fn delete recs --yes
+    """
+    ctl = control()
+    ctl.delete(name)
+    out.print(f"deleted {name} through {ctl.via}")
+
+
+def print_status(functions: list[dict[str, Any]]) -> None:
+    table = Table("function", "version", "weight", "replicas", "req/s", "p99 ms", "last cold start")
+    for f in functions:
+        cold = f.get("last_cold_start")
+        cold_text = f"{cold['total_s']:.2f}s (v{cold['version']}, {_ago(cold['at'])})" if cold else "-"
+        for i, v in enumerate(f["versions"]):
+            ready = "-" if v.get("ready") is None else v["ready"]
+            first = i == 0
+            table.add_row(
+                f["name"] if first else "",
+                v["version"],
+                f"{v['weight']}%",
+                f"{ready}/{v['desired']}",
+                _num(f.get("requests_per_s")) if first else "",
+                _num(f.get("p99_ms")) if first else "",
+                cold_text if first else "",
+            )
+    out.print(table)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _ago(at: float) -> str:
+    return f"{max(0, time.time() - at):.0f}s ago"
+
+
+COMMANDS = [
+    gateway_command,
+    deploy_command,
+    status_command,
+    scale_command,
+    split_command,
+    promote_command,
+    rollback_command,
+    logs_command,
+    delete_command,
+]

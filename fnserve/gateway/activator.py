@@ -1,0 +1,135 @@
+"""Scale from zero: hold a request until its version has a ready replica, wake the version up,
+and measure the cold start in its parts.
+
+A request for a version with no routable replica waits here (at most ``hold_timeout_s``, at
+most ``hold_queue`` per function) while one waker per version asks the platform for replicas
+and polls until one is ready; then every held request goes on, so the caller sees a slow answer
+rather than an error. Past the queue bound the answer is 429, past the wait 503, both with
+``Retry-After``.
+
+The cold start's parts: ``start`` — from the scale request until the runtime process was up
+(its ``started_at`` in ``GET /functions``: container or process start, interpreter, function
+import), ``fetch`` — the checkpoint download, ``load`` — the model load (both from the runtime's
+``fetch_s``/``model_load_s``), and ``total`` — until the gateway saw the replica ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fnserve.gateway.balancer import Endpoint
+from fnserve.gateway.routing import FunctionRoute, VersionRoute
+from fnserve.gateway.upstream import UpstreamError
+from fnserve.runtime.errors import NotFound, Overloaded
+
+if TYPE_CHECKING:
+    from fnserve.gateway.service import Gateway
+
+log = logging.getLogger("fnserve.gateway")
+
+
+async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> Endpoint:
+    """Wait for a routable replica of ``version`` (waking it if it has none); return it."""
+    stats, options = route.stats, gateway.options
+    if stats.held >= options.hold_queue:
+        raise Overloaded(
+            f"{route.name}@{version.label} is starting and holds {stats.held} requests; retry shortly",
+            status=429,
+            retry_after_s=2,
+        )
+    stats.held += 1
+    wake(gateway, route, version)
+    try:
+        async with asyncio.timeout(options.hold_timeout_s):
+            while True:
+                await version.routable.wait()
+                if gateway.functions.get(route.name) is None:
+                    raise NotFound(f"function {route.name!r} was deleted while the request waited")
+                endpoint = version.balancer.pick()
+                if endpoint is not None:
+                    return endpoint
+                await asyncio.sleep(gateway.options.poll_s)
+    except TimeoutError:
+        raise Overloaded(
+            f"no replica of {route.name}@{version.label} became ready within {options.hold_timeout_s:g} s; "
+            f"see `fn logs {route.name}`",
+            status=503,
+            retry_after_s=5,
+        ) from None
+    finally:
+        stats.held -= 1
+
+
+def wake(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> None:
+    """Start the version's waker unless one runs already."""
+    if version.waker is None or version.waker.done():
+        version.waker = asyncio.get_running_loop().create_task(_wake(gateway, route, version))
+
+
+async def _wake(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> None:
+    began, began_wall = time.monotonic(), time.time()
+    cold = version.desired == 0
+    try:
+        if cold:
+            await gateway.scale(route, version, max(1, route.floor(version.label)))
+        deadline = began + gateway.options.hold_timeout_s
+        while not version.balancer.endpoints and time.monotonic() < deadline:
+            current = gateway.functions.get(route.name)
+            if current is None or current.versions.get(version.label) is not version:
+                return
+            await gateway.refresh(current)
+            if not version.balancer.endpoints:
+                await asyncio.sleep(gateway.options.poll_s)
+        if cold and version.balancer.endpoints:
+            await _record_cold_start(gateway, route, version, time.monotonic() - began, began_wall)
+    except Exception:
+        log.exception("%s@%s: waking it up failed", route.name, version.label)
+
+
+async def _record_cold_start(
+    gateway: Gateway, route: FunctionRoute, version: VersionRoute, total_s: float, began_wall: float
+) -> None:
+    parts = {"total": total_s, **await _runtime_parts(route.name, version, began_wall)}
+    for part, seconds in parts.items():
+        gateway.metrics.cold_start_seconds.labels(route.name, part).observe(seconds)
+    gateway.metrics.cold_starts.labels(route.name, version.label).inc()
+    route.stats.last_cold_start = {
+        "version": version.label,
+        "at": round(time.time(), 3),
+        **{f"{part}_s": round(seconds, 3) for part, seconds in parts.items()},
+    }
+    shown = ", ".join(f"{part} {seconds:.2f}s" for part, seconds in parts.items())
+    log.info("%s@%s: cold start %s", route.name, version.label, shown)
+
+
+async def _runtime_parts(function: str, version: VersionRoute, began_wall: float) -> dict[str, float]:
+    """The parts only the replica knows, from its ``GET /functions``; {} if it cannot say."""
+    endpoint = version.balancer.pick()
+    if endpoint is None:
+        return {}
+    try:
+        async with asyncio.timeout(5):
+            status, _, body = await endpoint.pool.request(b"GET", b"/functions", [], b"")
+        info: Any = orjson.loads(body) if status == 200 else {}
+        entry = next(f for f in info["functions"] if f.get("name") == function)
+        return {
+            "start": max(0.0, float(info["started_at"]) - began_wall),
+            "fetch": float(entry.get("fetch_s") or 0.0),
+            "load": float(entry.get("model_load_s") or 0.0),
+        }
+    except (
+        UpstreamError,
+        TimeoutError,
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        StopIteration,
+    ):
+        log.debug("%s@%s: the replica did not describe its start", function, version.label)
+        return {}
