@@ -12,16 +12,13 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from hypercorn.asyncio import serve as hypercorn_serve
-
 from fnserve.gateway.service import Gateway
 from fnserve.runtime.http import RequestContext
-from fnserve.runtime.server import hypercorn_config
+from fnserve.runtime.server import serve_until_stopped
 from fnserve.runtime.settings import Settings
 
 log = logging.getLogger("fnserve.gateway")
@@ -69,38 +66,24 @@ async def serve_gateway(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then finish in-flight requests and return."""
-    stop = stop or asyncio.Event()
-    shutdown = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
-            loop.add_signal_handler(sig, stop.set)
 
-    async def drain() -> None:
-        await stop.wait()
+    def begin_drain() -> None:
         log.info("gateway shutting down: draining %d in-flight request(s)", app.in_flight)
         gateway.draining = True
-        deadline = loop.time() + drain_timeout_s
-        while app.in_flight > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        shutdown.set()
 
-    async def announce() -> None:
+    async def started() -> None:
         while not gateway.started:
             await asyncio.sleep(0.02)
-        if on_ready is not None:
-            on_ready()
 
-    tasks = [loop.create_task(drain()), loop.create_task(announce())]
-    try:
-        config = hypercorn_config(sock, drain_timeout_s)
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
-    finally:
-        for task in tasks:
-            task.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+    await serve_until_stopped(
+        app,
+        sock,
+        drain_timeout_s=drain_timeout_s,
+        begin_drain=begin_drain,
+        until_ready=started,
+        on_ready=on_ready,
+        stop=stop,
+    )
 
 
 def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool], None] | None = None) -> None:

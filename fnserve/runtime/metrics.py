@@ -8,6 +8,18 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
+class _Children(dict):
+    """``children[label]`` is ``metric.labels(label)``, looked up once."""
+
+    def __init__(self, metric: Counter):
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, label: str) -> Counter:
+        child = self[label] = self.metric.labels(label)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -42,6 +54,20 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.instances_of: dict[str, Counter] = _Children(self.instances)
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.ready = Gauge(
             "fnserve_function_ready", "1 when the function's model is loaded", ["function"], registry=r
         )
+
+    def observe_request(self, function: str, status: int, seconds: float) -> None:
+        """Count and time one prediction request (children looked up once, not per request)."""
+        key = (function, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(function, str(status)),
+                self.latency.labels(function),
+            )
+        children[0].inc()
+        children[1].observe(seconds)

@@ -8,6 +8,7 @@ parsing, JSON decoding, validation and its error messages, and the metadata serv
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -91,7 +92,12 @@ class Schema:
     output: OutputSpec
 
     def field(self, name: str) -> InputField | None:
-        return next((f for f in self.inputs if f.name == name), None)
+        return self._by_name.get(name)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, InputField]:
+        # Looked up for every query parameter and JSON key of every request: a dict, not a scan.
+        return {f.name: f for f in self.inputs}
 
     def describe(self) -> dict[str, Any]:
         return {"inputs": [f.describe() for f in self.inputs], "output": self.output.describe()}

@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -58,8 +58,35 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
-    drain_timeout_s = runtime.settings.drain_timeout_s
+    """Serve the runtime until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
+
+    def begin_drain() -> None:
+        log.info("shutting down: readiness off, draining %d in-flight request(s)", app.in_flight)
+        runtime.draining = True
+
+    await serve_until_stopped(
+        app,
+        sock,
+        drain_timeout_s=runtime.settings.drain_timeout_s,
+        begin_drain=begin_drain,
+        until_ready=runtime.wait_ready,
+        on_ready=on_ready,
+        stop=stop,
+    )
+
+
+async def serve_until_stopped(
+    app: RequestContext,
+    sock: socket.socket,
+    *,
+    drain_timeout_s: float,
+    begin_drain: Callable[[], None],
+    until_ready: Callable[[], Awaitable[object]],
+    on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Hypercorn on ``sock`` until a signal (or ``stop``); then ``begin_drain()`` (readiness off),
+    wait for in-flight requests (bounded), close. Shared by the runtime and the gateway."""
     shutdown = asyncio.Event()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,15 +96,14 @@ async def serve(
 
     async def drain() -> None:
         await stop.wait()
-        log.info("shutting down: readiness off, draining %d in-flight request(s)", app.in_flight)
-        runtime.draining = True
+        begin_drain()
         deadline = time.monotonic() + drain_timeout_s
         while app.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         shutdown.set()
 
     async def announce() -> None:
-        await runtime.wait_ready()
+        await until_ready()
         if on_ready is not None:
             on_ready()
 

@@ -95,7 +95,7 @@ class Runtime:
     async def predict(self, fn: ServedFunction, columns: Mapping[str, Any], n: int) -> Outputs:
         """Run ``n`` validated rows through the function's batcher."""
         outputs = await self.batcher(fn).submit(columns, n, fn.spec.timeout_s)
-        self.metrics.instances.labels(fn.name).inc(n)
+        self.metrics.instances_of[fn.name].inc(n)
         return outputs
 
     async def start(self) -> None:
