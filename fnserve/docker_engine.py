@@ -30,6 +30,7 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILD_LOG_TAIL = 40
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the legacy builder colours a step's stderr
 _BUILDER_CHATTER = (" ---> ", "Removing intermediate container")
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
 class EngineError(Exception):
@@ -80,6 +81,23 @@ class ContainerSpec:
     cpus: float | None = None
     memory_bytes: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None  # None: the image's
+    group_add: tuple[str, ...] = ()  # extra groups of the user (e.g. the Docker socket's gid)
+    restart: str | None = None  # restart policy: "unless-stopped", "on-failure"; None: never
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One container as a listing sees it (no inspect per container)."""
+
+    id: str
+    name: str
+    image: str  # as asked for at creation (a reference or an id)
+    labels: Mapping[str, str]
+    state: str  # created, running, restarting, exited, dead, ...
+    exit_code: int | None  # once it has exited
+    addresses: Mapping[str, str]  # network name -> IP address on it
+    created: int  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -287,6 +305,12 @@ class DockerEngine:
             kwargs["nano_cpus"] = int(spec.cpus * 1e9)
         if spec.memory_bytes is not None:
             kwargs["mem_limit"] = spec.memory_bytes
+        if spec.working_dir is not None:
+            kwargs["working_dir"] = spec.working_dir
+        if spec.group_add:
+            kwargs["group_add"] = list(spec.group_add)
+        if spec.restart is not None:
+            kwargs["restart_policy"] = {"Name": spec.restart}
         # create + start, never containers.run: that one pulls a missing image.
         container = self._call(self._client.containers.create, **kwargs)
         try:
@@ -360,6 +384,46 @@ class DockerEngine:
         found = self._call(self._api.containers, all=True, filters={"label": label})
         return [str(c["Id"]) for c in found]
 
+    def list_containers(
+        self, labels: Mapping[str, str] | None = None, name: str | None = None
+    ) -> list[ContainerInfo]:
+        """Containers (running or not) carrying every one of ``labels`` (and named ``name``)."""
+        filters: dict[str, Any] = {"label": [f"{k}={v}" for k, v in (labels or {}).items()]}
+        if name is not None:
+            filters["name"] = f"^/{re.escape(name)}$"
+        return [_container_info(c) for c in self._call(self._api.containers, all=True, filters=filters)]
+
+    def kill(self, container: str, signal: str = "SIGKILL") -> None:
+        """Send ``signal`` and return at once; a container gone or not running is fine."""
+        import docker.errors
+
+        try:
+            self._api.kill(container, signal=signal)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # 409: not running
+                raise EngineError(f"cannot signal container {container[:12]}: {_reason(exc)}") from None
+
+    # --- networks -----------------------------------------------------------------------------
+
+    def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """A user-defined bridge network ``name``: created unless it exists."""
+        if not self._call(self._api.networks, names=[name]):
+            try:
+                self._call(self._api.create_network, name, driver="bridge", labels=dict(labels))
+            except EngineError as exc:
+                if "already exists" not in str(exc):  # made by someone else meanwhile: fine
+                    raise
+
+    def remove_network(self, name: str) -> None:
+        """Remove network ``name``; one already gone is fine."""
+        for network in self._call(self._api.networks, names=[name]):
+            if network.get("Name") == name:
+                try:
+                    self._call(self._api.remove_network, network["Id"])
+                except EngineError as exc:
+                    if "not found" not in str(exc):
+                        raise
+
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the SDK; its exceptions become EngineErrors that name what failed."""
         import docker.errors
@@ -374,6 +438,21 @@ class DockerEngine:
             raise EngineError(_reason(exc)) from None
         except OSError as exc:  # the connection broke (requests' ConnectionError is an OSError)
             raise EngineUnavailable(f"lost the Docker engine ({_reason(exc)}): {START_HINT}") from None
+
+
+def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
+    exited = _EXITED.match(str(data.get("Status") or ""))
+    networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    return ContainerInfo(
+        id=str(data["Id"]),
+        name=str((data.get("Names") or ["/"])[0]).lstrip("/"),
+        image=str(data.get("Image", "")),
+        labels=dict(data.get("Labels") or {}),
+        state=str(data.get("State", "")),
+        exit_code=int(exited[1]) if exited else None,
+        addresses={net: str(info.get("IPAddress") or "") for net, info in networks.items()},
+        created=int(data.get("Created") or 0),
+    )
 
 
 def _close(stream: Any) -> None:

@@ -97,7 +97,8 @@ def test_prediction_routes_answer_bad_requests_with_json(tmp_path: Path) -> None
     assert health == [200, 200, 200, 200]
     idle_double = {"name": "double", "versions": {"1": {"weight": 100, "desired": 0, "ready": 0}}}
     assert functions == {"functions": [idle_double], "target": "local"}
-    assert 'fnserve_gateway_requests_total{function="double",status="404",version="9"} 1.0' in metrics
+    assert 'fnserve_gateway_requests_total{function="double",status="404",version="-"} 1.0' in metrics
+    assert "x-function-version" not in answers["unknown version"].headers
 
 
 def test_a_version_that_never_gets_ready_holds_requests_within_bounds(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from fnserve.cli.common import load_settings
 from fnserve.cli.main import cli
+from fnserve.gateway.control import ControlError, connect
 from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.targets import platform_for
 from tests.gateways import FNS, TOKEN, deployment, running_gateway, settings_for
@@ -95,12 +97,12 @@ def test_with_a_gateway_running_changes_go_through_its_admin_api(
             fn, "deploy", "double", "--version", "2", "--image", str(FNS / "double"), "--weight", "20"
         )
         routed = gw.gateway.functions["double"].split.bounds
-        wrong_target = run(fn, "deploy", "double", "--target", "docker", "--image", "fnserve/double:1")
+        with pytest.raises(ControlError, match="runs target 'local', not 'docker'"):
+            connect(load_settings(), "docker")
     assert refused.exit_code != 0 and "refused the admin token" in refused.output
     assert status.exit_code == 0 and "0/0" in status.output  # ready/desired: scaled to zero
     assert added.exit_code == 0 and f"the gateway at {gw.url}" in added.output
     assert routed == [80, 100]  # the running gateway routes by it already
-    assert wrong_target.exit_code != 0 and "runs target 'local', not 'docker'" in wrong_target.output
 
 
 def test_targets_are_looked_up_by_name(tmp_path: Path) -> None:
@@ -108,3 +110,25 @@ def test_targets_are_looked_up_by_name(tmp_path: Path) -> None:
         platform_for("moon", settings_for(tmp_path))
     local = platform_for("local", settings_for(tmp_path))
     assert type(local).__name__ == "LocalPlatform"
+
+
+def test_gateway_settings_from_fn_toml_environment_and_flags(tmp_path: Path) -> None:
+    from fnserve.runtime.settings import Settings
+
+    config = {"gateway": {"port": 9000, "auth": "token", "target": "docker", "url": "http://gw:80/"}}
+    settings = Settings.from_mapping(
+        tmp_path, config, {"FNSERVE_GATEWAY_TOKEN": "s3cret"}, {"gateway_port": 0}
+    )
+    assert (settings.gateway_port, settings.gateway_auth, settings.gateway_target) == (0, "token", "docker")
+    assert (settings.gateway_url, settings.gateway_token, settings.gateway_host) == (
+        "http://gw:80",
+        "s3cret",
+        "127.0.0.1",
+    )
+    for bad, message in [
+        ({"auth": "maybe"}, "'open' or 'token'"),
+        ({"url": "gw:80"}, "http"),
+        ({"port": 70000}, "range"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Settings.from_mapping(tmp_path, {"gateway": bad}, {}, {})

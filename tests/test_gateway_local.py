@@ -178,3 +178,25 @@ def test_bodies_and_headers_pass_through(tmp_path: Path) -> None:
     assert zipped.json() == {"predictions": [8.0]}
     assert zipped.headers.get_list("x-request-id") == ["r1"]  # the caller's id, once
     assert invalid.status_code == 422 and "x" in invalid.json()["error"]  # the replica's own answer
+
+
+def test_load_scales_a_version_up_and_calm_scales_it_back_down(tmp_path: Path) -> None:
+    d = deployment(
+        "slow", ("1", "slow", 100, "latest"), min_replicas=1, max_replicas=2, target_in_flight=1,
+        stable_window_s=2, panic_window_s=1,
+    )  # fmt: skip
+    with running_gateway(tmp_path, [d]) as gw:
+        gw.wait_ready("slow", "1", 1)
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=gw.url, timeout=30) as client:
+                while not stop.is_set():
+                    assert client.get("/function/slow?seconds=0.2").status_code == 200
+
+        with ThreadPoolExecutor(6) as pool:
+            running = [pool.submit(load) for _ in range(6)]
+            gw.wait_ready("slow", "1", 2, timeout_s=30)  # 6 in flight for a target of 1: the most, 2
+            stop.set()
+        [r.result() for r in running]
+        until(lambda: gw.status("slow")["versions"][0]["desired"] == 1, "scale down after a calm window", 30)

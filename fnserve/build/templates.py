@@ -22,6 +22,7 @@ from importlib import resources
 from fnserve.build import BuildError
 
 DEFAULT_TEMPLATE = "tensorflow"
+IMAGE_TEMPLATES = ("gateway",)  # templates of fnserve's own images (kind = "gateway"), not functions'
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -34,13 +35,19 @@ class Template:
 
 
 def available_templates() -> list[str]:
-    """Names of the templates shipped in the package."""
+    """Names of the function templates shipped in the package."""
     root = resources.files("fnserve") / "templates"
-    return sorted(entry.name for entry in root.iterdir() if (entry / "Dockerfile").is_file())
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if (entry / "Dockerfile").is_file() and entry.name not in IMAGE_TEMPLATES
+    )
 
 
-def load_template(name: str) -> Template:
-    """Read a shipped template; an unknown name is an error listing the known ones."""
+def load_template(name: str, *, kind: str = "function") -> Template:
+    """Read a shipped template; an unknown name is an error listing the known ones.
+
+    ``kind="gateway"`` reads the gateway image's template, which no function may use."""
     folder = resources.files("fnserve") / "templates" / name
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name) or not (folder / "Dockerfile").is_file():
         known = ", ".join(available_templates())
@@ -50,6 +57,9 @@ def load_template(name: str) -> Template:
         manifest = tomllib.loads((folder / "template.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BuildError(f"{where}: cannot be read: {exc}") from None
+    if manifest.get("kind", "function") != kind:
+        known = ", ".join(available_templates())
+        raise BuildError(f"template {name!r} is not a {kind} template; function templates are {known}")
     requirements = manifest.get("requirements", [])
     if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
         raise BuildError(f"{where}: requirements must be a list of strings")

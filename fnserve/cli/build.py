@@ -66,6 +66,7 @@ def engine() -> Any:
 @click.option("--registry", default=None, help="Registry host[:port][/path] to push to.")
 @click.option("--base-image", default=None, help="Local base image (default fnserve/base:bookworm).")
 @click.option("--force", is_flag=True, help="Build even when an image with the same content tag exists.")
+@click.option("--gateway", is_flag=True, help="Build the gateway's image (fnserve/gateway), not functions'.")
 @build_errors
 def build_command(
     names: tuple[str, ...],
@@ -75,6 +76,7 @@ def build_command(
     registry: str | None,
     base_image: str | None,
     force: bool,
+    gateway: bool,
 ) -> None:
     """Build one container image per function, tagged fnserve/NAME:<content-hash> and :latest.
 
@@ -87,7 +89,15 @@ def build_command(
       fn build                                  # every function
       fn build recs --bake-checkpoint 3         # checkpoint v3 inside the image
       fn build recs --push --registry registry.example.com:5000/team
+      fn build --gateway                        # fnserve/gateway:<version> and :latest
     """
+    if gateway:  # the gateway's image (fnserve.cli.docker): for --target docker and clusters
+        from fnserve.cli.docker import build_gateway
+
+        if names or template or bake is not None:
+            raise click.UsageError("--gateway builds the gateway's image only: no NAME, --template or --bake")
+        build_gateway(load_settings(registry=registry, base_image=base_image), force=force, push=push)
+        return
     from fnserve.build.function import find_function, function_names
     from fnserve.build.images import build_image, prepare_build, push_image
     from fnserve.build.templates import load_template

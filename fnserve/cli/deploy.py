@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
+from fnserve.cli import docker as docker_target
 from fnserve.cli import k8s
 from fnserve.cli.common import console, load_settings, out, user_errors
-from fnserve.gateway.control import Control, connect
+from fnserve.gateway.control import Control, connect, running_target
 from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.split import SplitError, parse_weights
 from fnserve.gateway.targets import TARGETS
@@ -124,6 +125,9 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
     # --- the k8s target (fnserve.cli.k8s): its default, --dry-run, and the image a cluster pulls ---
     dry_run, output = options.pop("dry_run"), options.pop("output")
     settings = load_settings()
+    # No --target: a running gateway's target wins over the configured default (a `fn deploy
+    # --target docker` earlier must not make the next plain `fn deploy` fail).
+    target = target or running_target(settings)
     target = k8s.resolve_target(settings, target)
     if dry_run:
         if target != "k8s":
@@ -136,6 +140,8 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
         image = image or k8s.cluster_image(settings, name)
         k8s.publish_spec(settings, name)
     # --- end of the k8s part ---
+    if target == "docker":  # the image (built if its sources changed) and the gateway container
+        image = docker_target.prepare(settings, name, image)
     ctl = control(target)
     known = {f["name"] for f in ctl.status()["functions"]}
     if image is None and ctl.target == "local" and name not in known:

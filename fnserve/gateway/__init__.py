@@ -1,1 +1,11 @@
-"""The gateway: per-function URLs over replicas on a platform (local processes, Docker, Kubernetes)."""
+"""The gateway: per-function URLs over replicas on a platform (local processes, Docker, Kubernetes).
+
+platform.py   the contract with deploy targets (Platform, FunctionDeployment, Scaling, Replica)
+targets.py    platform_for(target, settings): local, docker, k8s
+local.py      the local target: `fn serve` processes, state in .fnserve/deploy/state.json
+app.py        the ASGI app; proxy.py its hot path; upstream.py the HTTP/1.1 client to replicas
+balancer.py   least outstanding requests, retry rules     split.py     weighted, sticky versions
+autoscaler.py the KPA decision                            activator.py scale from zero, held requests
+service.py    the control loop                            admin.py     the token-protected admin API
+deployments.py deploy/scale/split/promote/rollback as pure functions; control.py the CLI's way in
+"""

@@ -44,6 +44,17 @@ class Control(Protocol):
     def logs(self, name: str, tail: int) -> list[str]: ...
 
 
+def running_target(settings: Settings) -> str | None:
+    """The target of the gateway answering at ``[gateway] url``, or None when none answers."""
+    url, (token, _) = gateway_url(settings), admin_token(settings)
+    try:
+        response = httpx.get(f"{url}/admin/status", headers={"Authorization": f"Bearer {token}"}, timeout=3)
+    except httpx.TransportError:
+        return None
+    target = _json(response).get("target") if response.status_code == 200 else None
+    return target if isinstance(target, str) else None
+
+
 def connect(settings: Settings, target: str | None = None) -> Control:
     """The running gateway's admin API if one answers, else the target's platform directly."""
     url, (token, _) = gateway_url(settings), admin_token(settings)

@@ -196,7 +196,7 @@ class LocalPlatform:
         for path in files:
             label = path.stem.rsplit("-", 1)[0]
             text = path.read_text(errors="replace").splitlines()[-tail:]
-            lines += [f"{label} | {line}" for line in text]
+            lines += [f"{label} | {line.rstrip()}" for line in text]
         return lines[-tail:]
 
     def _prune_logs(self, function: str) -> None:

@@ -60,7 +60,7 @@ class Proxy:
     ) -> None:
         started = time.monotonic()
         route = self.gateway.functions.get(name)
-        label = pinned or "-"
+        label = ""  # the version that answered; none when the request never got that far
         try:
             if route is None:
                 raise NotFound(f"no function named {name!r} is deployed here; see GET /functions")
@@ -72,14 +72,15 @@ class Proxy:
         except FnError as exc:
             status, body = exc.status, orjson.dumps({"error": self._message(exc, scope)})
             headers = [JSON_HEADER, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
-        headers.append((b"x-function-version", label.encode()))
+        if label:
+            headers.append((b"x-function-version", label.encode()))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if route is not None:
             now = time.monotonic()
             route.stats.recent.add(now, now - started)
-            self.gateway.metrics.observe(name, label, status, now - started)
+            self.gateway.metrics.observe(name, label or "-", status, now - started)  # bounded labels
 
     def _authorize(self, headers: Headers) -> None:
         for key, value in headers:

@@ -52,6 +52,7 @@ class Gateway:
         self.functions: dict[str, FunctionRoute] = {}
         self.draining = False
         self.started = False  # the saved state is routed and the control loop runs
+        self._changes = 0  # admin changes made; a state read that overlapped one is stale
         self._loop_task: asyncio.Task[None] | None = None
 
     async def call(self, func: Callable[..., T], *args: Any) -> T:
@@ -108,13 +109,20 @@ class Gateway:
 
     async def apply(self, deployment: FunctionDeployment) -> FunctionRoute:
         """Save a changed deployment, route by it at once, and bring its replicas in line."""
+        self._changes += 1  # before and after the save: a state read overlapping it is dropped
         await self.call(self.platform.save_state, deployment)
         route = self.install(deployment)
+        self._changes += 1
         await self.tick(route)
         return route
 
     async def remove(self, name: str) -> None:
+        self._changes += 1
         await self.call(self.platform.delete, name)
+        self._changes += 1
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
         route = self.functions.pop(name, None)
         if route is not None:
             for version in route.versions.values():
@@ -138,16 +146,17 @@ class Gateway:
                 log.exception("gateway control loop: a tick failed")
 
     async def _reread_state(self) -> None:
+        """Pick up changes saved without this gateway's admin API (another process, by hand)."""
+        changes = self._changes
         saved = await self.call(self.platform.load_state)
+        if changes != self._changes:
+            return  # an admin change landed meanwhile: this read may predate it
         for name, deployment in saved.items():
             current = self.functions.get(name)
             if current is None or current.deployment != deployment:
                 self.install(deployment)
         for name in set(self.functions) - set(saved):
-            route = self.functions.pop(name)
-            for version in route.versions.values():
-                version.balancer.close()
-                version.routable.set()
+            self._forget(name)
 
     async def refresh(self, route: FunctionRoute) -> None:
         """Take the platform's current replicas of every version (and of versions gone)."""
