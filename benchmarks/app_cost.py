@@ -7,7 +7,7 @@ CPU time, not wall time: other work on the machine barely moves these numbers, s
 what compare.py's single-instance scenarios cost fnserve beyond HTTP. ``--gc-freeze`` first
 moves everything loaded so far (TensorFlow, the models) out of the collector's reach.
 
-    taskset -c 0 .venv/bin/python benchmarks/app_cost.py [--gc-freeze] [--profile]
+    taskset -c 0 .venv/bin/python benchmarks/app_cost.py [--gc-freeze] [--profile 64]
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the model is loaded")
-    parser.add_argument("--profile", action="store_true", help="cProfile (thread CPU time) of concurrency 64")
+    parser.add_argument(
+        "--profile", type=int, metavar="CONCURRENCY", help="cProfile (thread CPU time) at this concurrency"
+    )
     parser.add_argument("--requests", type=int, default=6400)
     args = parser.parse_args()
 
@@ -138,7 +140,7 @@ async def main() -> None:
     if args.profile:
         profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
-        await cpu_per_request_us(app, 64, args.requests)
+        await cpu_per_request_us(app, args.profile, args.requests)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     await runtime.stop()

@@ -7,8 +7,8 @@ off) in every scenario it takes part in, one server at a time, with a warm-up be
 measurement. It writes the raw results to .bench/results/ and the table, the machine and the
 four targets of issue 3 to benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/compare.py            # full run, ~14 minutes
-    .venv/bin/python benchmarks/compare.py --quick    # smoke run, ~5 minutes
+    .venv/bin/python benchmarks/compare.py            # full run, ~11 minutes
+    .venv/bin/python benchmarks/compare.py --quick    # smoke run, ~3 minutes
     .venv/bin/python benchmarks/compare.py --only fnserve,mlserver --no-report
 
 The first run also makes each peer's virtual environment (.bench/venvs/<peer>, a few minutes).
@@ -189,12 +189,20 @@ def main() -> None:
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(sc.SCENARIOS)}")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite benchmarks/RESULTS.md")
     parser.add_argument(
+        "--render", metavar="RESULTS_JSON", help="only rewrite RESULTS.md from a run's raw results"
+    )
+    parser.add_argument(
         "--wait-idle",
         type=float,
         default=0,
         help="wait up to this many seconds for a 1-min load average < 0.5",
     )
     args = parser.parse_args()
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        print(f"report: {report.write(results, HERE / 'RESULTS.md')}")
+        print(report.targets_text(results))
+        return
     args.seconds = args.seconds or (3.0 if args.quick else 5.0)
     args.windows = args.windows or (1 if args.quick else 3)
     args.warmup = 1.0 if args.quick else 3.0

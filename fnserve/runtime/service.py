@@ -9,6 +9,7 @@ beside the old one and swapped in only when it loaded; a failed load keeps the o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -145,6 +146,7 @@ class Runtime:
         except FnError as exc:
             log.error("%s: not loaded: %s", fn.name, exc.message)
             return False
+        refreeze_heap()
         self.metrics.ready.labels(fn.name).set(1)
         self.metrics.version.labels(fn.name).set(loaded.version or 0)
         self.metrics.load_seconds.labels(fn.name).set(loaded.load_s)
@@ -155,3 +157,17 @@ class Runtime:
             task.cancel()
         for batcher in self.batchers.values():
             await batcher.close()
+
+
+def refreeze_heap() -> None:
+    """Keep long-lived objects (TensorFlow, the models) out of the cyclic collector's reach.
+
+    After a model loads, the collector tracks hundreds of thousands of objects, and the request
+    path allocates fast enough to set off full collections that walk them all: measured, those
+    pauses (up to ~200 ms) were the p99 of fast predictions and ~40% of their CPU. Frozen objects
+    are never collected, so unfreeze first: a replaced model's objects are freed, then what stays
+    is frozen again. Runs once per load, not per request.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
