@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from fnserve.runtime.errors import ValidationError
-from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.outputs import Outputs, concat_column
 from fnserve.runtime.schema import InputField, OutputSpec, Schema
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
@@ -233,14 +233,8 @@ def concat_columns(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several requests' columns as one batch (same inputs, same instance shapes)."""
     if len(parts) == 1:
         return dict(parts[0])
-    out: dict[str, Any] = {}
-    for name in parts[0]:
-        columns = [p[name] for p in parts]
-        if all(isinstance(c, np.ndarray) for c in columns):
-            out[name] = np.concatenate(columns)
-        else:  # images of free size travel as lists of arrays
-            out[name] = [v for c in columns for v in c]
-    return out
+    # images of free size travel as lists of arrays; concat_column keeps them lists
+    return {name: concat_column([p[name] for p in parts]) for name in parts[0]}
 
 
 def slice_columns(columns: Mapping[str, Any], start: int, stop: int) -> dict[str, Any]:

@@ -45,8 +45,10 @@ class Outputs:
         n = sum(p.n for p in parts)
         if all(p.named is not None for p in parts):
             keys = list(parts[0].named or {})
-            return cls(n, None, {k: _concat([(p.named or {})[k] for p in parts]) for k in keys})
-        return cls(n, _concat([p.value if p.value is not None else p.predictions() for p in parts]), None)
+            return cls(n, None, {k: concat_column([(p.named or {})[k] for p in parts]) for k in keys})
+        return cls(
+            n, concat_column([p.value if p.value is not None else p.predictions() for p in parts]), None
+        )
 
     def slice(self, start: int, stop: int) -> Outputs:
         if start == 0 and stop == self.n:
@@ -96,7 +98,8 @@ def _column(values: Any, n: int, function: str, what: str) -> Column:
     return values if isinstance(values, np.ndarray) else list(values)
 
 
-def _concat(columns: Sequence[Column]) -> Column:
+def concat_column(columns: Sequence[Column]) -> Column:
+    """Columns of several requests (or outputs) as one: an array when they stack, else a list."""
     arrays = [c for c in columns if isinstance(c, np.ndarray)]
     if len(arrays) == len(columns) and len({a.shape[1:] for a in arrays}) == 1:
         return np.concatenate(arrays)
