@@ -117,8 +117,7 @@ def docker_gateway(
         if "loop" in box:
             box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(30)
-        with contextlib.suppress(OSError):
-            sock.close()
+        sock.close()
         for d in deployments:
             cleanup.delete(d.name)  # the containers outlive the gateway: stop and remove them
         cleanup.close()

@@ -102,8 +102,7 @@ def running_gateway(
         if "loop" in loop_box:
             loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
         thread.join(30)
-        with contextlib.suppress(OSError):  # Hypercorn closed it already
-            sock.close()
+        sock.close()
         assert not thread.is_alive(), "the gateway did not stop"
 
 

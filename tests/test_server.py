@@ -61,3 +61,39 @@ def test_serve_binds_loopback_by_default(tmp_path: Path) -> None:
         assert s.proc.wait(15) == 0
     finally:
         stop(s)
+
+
+def test_hypercorn_closes_only_its_own_copy_of_the_listening_socket() -> None:
+    """Hypercorn closes the descriptor it serves on at shutdown; if that were the caller's own,
+    the caller's later ``sock.close()`` would close whatever the process had opened under that
+    number since (it once closed the Docker client's connection in the test session)."""
+    import asyncio
+    import os
+
+    from starlette.applications import Starlette
+
+    from fnserve.runtime.http import RequestContext
+    from fnserve.runtime.server import bind_socket, serve_until_stopped
+
+    sock = bind_socket("127.0.0.1", 0)
+    open_before = set(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def ready() -> None:
+            stop.set()
+
+        await serve_until_stopped(
+            RequestContext(Starlette()),
+            sock,
+            drain_timeout_s=1,
+            begin_drain=lambda: None,
+            until_ready=ready,
+            stop=stop,
+        )
+
+    asyncio.run(main())
+    assert os.fstat(sock.fileno())  # still the caller's, still open
+    assert set(os.listdir("/proc/self/fd")) <= open_before, "Hypercorn's copy was left open"
+    sock.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import click
 from rich.table import Table
@@ -70,8 +69,7 @@ def serve_command(
     try:
         asyncio.run(serve(create_app(runtime), runtime, sock, on_ready=ready))
     finally:
-        with contextlib.suppress(OSError):  # Hypercorn may have closed it already
-            sock.close()
+        sock.close()
 
 
 @click.command("functions")

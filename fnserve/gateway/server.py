@@ -119,5 +119,4 @@ def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool],
             )
         )
     finally:
-        with contextlib.suppress(OSError):
-            sock.close()
+        sock.close()

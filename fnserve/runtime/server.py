@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -41,8 +42,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def hypercorn_config(sock: socket.socket, drain_timeout_s: float) -> Config:
+    """Hypercorn's settings for serving on ``sock``.
+
+    Hypercorn wraps an ``fd://`` binding in a socket object of its own and closes it at
+    shutdown. It gets a duplicate of the descriptor, so the caller's ``sock`` stays valid and
+    closing it later cannot close whatever else the process has opened under that number since.
+    """
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.graceful_timeout = drain_timeout_s
     config.accesslog = None  # metrics carry per-request figures; an access log per prediction is costly
     config.errorlog = logging.getLogger("hypercorn.error")
