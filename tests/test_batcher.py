@@ -14,8 +14,8 @@ import pytest
 
 from fnserve import Tensor
 from fnserve.runtime.batcher import Batcher, Job, plan_batch, shape_key
-from fnserve.runtime.codec import to_columns
-from fnserve.runtime.errors import ModelError, Overloaded, Timeout
+from fnserve.runtime.codec import Rows, to_columns
+from fnserve.runtime.errors import ModelError, NotReady, Overloaded, Timeout
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import Schema
 
@@ -85,6 +85,14 @@ def test_shape_key_separates_different_variable_shapes() -> None:
     assert key(2) == key(2, 2) == ((2,),)
     assert key(2) != key(3)
     assert key(2, 3) != key(2, 3)  # mixed shapes never share a batch
+
+
+def test_shape_key_of_unstacked_rows_matches_their_columns() -> None:
+    def key(*lengths: int) -> tuple[Any, ...]:
+        return shape_key(RAGGED, Rows([{"ids": np.zeros(n), "x": 1.0} for n in lengths]))
+
+    assert key(2) == key(2, 2) == ((2,),) != key(3)
+    assert key(2, 3) != key(2, 3)
 
 
 # --- the queue, with a real event loop ----------------------------------------------------------
@@ -275,3 +283,47 @@ def test_a_latency_target_caps_the_batch_by_the_measured_cost() -> None:
     assert sum(sizes) == 61
     assert max(sizes[1:]) <= 25  # ~1 ms + 1 ms/instance within 25 ms: never the 60 a plain batcher takes
     assert len(sizes) >= 4
+
+
+def test_model_calls_in_flight_never_exceed_max_concurrency() -> None:
+    class Counting(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+            self.now = self.peak = 0
+
+        def __call__(self, columns: dict[str, Any], n: int) -> Outputs:
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(0.005)  # long enough for the other requests to find every slot busy
+            with self.lock:
+                self.now -= 1
+            return super().__call__(columns, n)
+
+    async def body(batcher: Batcher, model: Model) -> list[list[Any]]:
+        return await asyncio.gather(*(submit(batcher, instances(i), WAIT_S) for i in range(40)))
+
+    for slots in (1, 2):
+        model = Counting()
+        answers = run(body, model, max_batch_size=4, max_concurrency=slots)
+        assert answers == [[i * 10.0] for i in range(40)]
+        assert model.peak == slots
+
+
+def test_closing_answers_queued_waiters_and_refuses_new_work() -> None:
+    async def body(batcher: Batcher, model: Model) -> list[Any]:
+        first = asyncio.ensure_future(submit(batcher, instances(0), WAIT_S))
+        await until_inside(model)
+        queued = asyncio.ensure_future(submit(batcher, instances(1), WAIT_S))
+        while batcher.queued < 1:
+            await asyncio.sleep(0.001)
+        await batcher.close()
+        model.release.set()
+        late = await asyncio.gather(submit(batcher, instances(2), WAIT_S), return_exceptions=True)
+        return [await first, *await asyncio.gather(queued, return_exceptions=True), *late]
+
+    first, queued, late = run(body, Model(hold=True))
+    assert first == [0.0]  # the call already running still answers
+    assert isinstance(queued, NotReady) and "shutting down" in queued.message  # 503: retry elsewhere
+    assert isinstance(late, NotReady) and "shutting down" in late.message

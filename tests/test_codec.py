@@ -282,3 +282,34 @@ def test_tensor_values_at_the_dtype_limits_are_kept() -> None:
     field = RANGED.field("small")
     assert field is not None
     assert codec.check_value(field, [0, 255], "small").tolist() == [0, 255]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"a=1&b=2",
+        b"a=1&&b=",
+        b"flag&a=x=y",
+        b"name=caf%C3%A9&q=a+b",
+        b"a=%zz&b=%41",
+        b"&a=1&",
+        "naïve=é".encode("latin-1"),
+    ],
+)
+def test_query_items_read_the_query_string_as_starlette_does(raw: bytes) -> None:
+    from starlette.datastructures import QueryParams
+
+    assert codec.query_items(raw) == QueryParams(raw.decode("latin-1")).multi_items()
+
+
+def test_rows_are_stacked_per_batch_like_columns_per_request() -> None:
+    rows = [codec.validate_instance(SCHEMA, {**GOOD, "count": i}) for i in range(5)]
+    as_columns = codec.to_columns(SCHEMA, rows)
+    mixed = [codec.Rows(rows[:2]), codec.to_columns(SCHEMA, rows[2:3]), codec.Rows(rows[3:])]
+    for parts in (mixed, [codec.Rows(rows[:2]), codec.Rows(rows[2:])]):
+        stacked = codec.stack_parts(SCHEMA, parts)
+        assert stacked.keys() == as_columns.keys()
+        for name, column in as_columns.items():
+            assert stacked[name].dtype == column.dtype and np.array_equal(stacked[name], column)
+    assert codec.slice_columns(codec.Rows(rows), 1, 3) == codec.Rows(rows[1:3])

@@ -1,7 +1,7 @@
 """Adaptive micro-batching: concurrent requests to one function become one model call.
 
-Requests queue as jobs (columns + row count). Whenever a model-call slot is free, the worker
-takes every queued job that fits and runs them as one call in a worker thread, then answers
+Requests queue as jobs (columns + row count). Whenever a model-call slot is free, every queued
+job that fits runs in one call in a worker thread, and the loop then answers
 each job with its own slice. There is no fixed batch window:
 
 * a lone request is never held back: an idle model runs it at once, so at low traffic the
@@ -14,7 +14,7 @@ each job with its own slice. There is no fixed batch window:
 
 The queue is bounded: a request that would overflow it, or that would wait past its deadline
 by the measured cost, is refused at once with 429 and a ``Retry-After`` — backpressure, not
-collapse. Stacking and splitting are pure (``plan_batch``, ``codec.concat_columns``,
+collapse. Stacking and splitting are pure (``plan_batch``, ``codec.stack_parts``,
 ``Outputs.slice``) and tested without asyncio; this module owns queues, futures, deadlines.
 """
 
@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fnserve.runtime.codec import concat_columns, slice_columns
+from fnserve.runtime.codec import Inputs, Rows, slice_columns, stack_parts
 from fnserve.runtime.costmodel import CostModel
-from fnserve.runtime.errors import FnError, ModelError, Overloaded, Timeout
+from fnserve.runtime.errors import FnError, ModelError, NotReady, Overloaded, Timeout
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import Schema
 
-Columns = Mapping[str, Any]
+Columns = Inputs
 
 
 @dataclass(eq=False)
@@ -55,7 +56,7 @@ def shape_key(schema: Schema, columns: Columns) -> tuple[Any, ...]:
     for f in schema.inputs:
         if f.kind not in ("tensor", "image") or None not in f.shape:
             continue
-        column = columns[f.name]
+        column = [row[f.name] for row in columns] if isinstance(columns, Rows) else columns[f.name]
         if isinstance(column, np.ndarray):
             key.append(column.shape[1:])
         else:
@@ -80,7 +81,12 @@ def plan_batch(queue: Sequence[Job], limit: int) -> list[Job]:
 
 
 class Batcher:
-    """The queue and worker of one function. ``call(columns, n)`` runs in a worker thread."""
+    """The queue and model slots of one function. ``call(columns, n)`` runs in a worker thread.
+
+    There is no worker task: a job is dispatched when it is queued (if a slot is free) and
+    queued jobs are dispatched when a call finishes (the thread posts its result back to the
+    loop). A lone request therefore costs one hand-off to the model thread and one back.
+    """
 
     def __init__(
         self,
@@ -101,11 +107,11 @@ class Batcher:
         self.cost = CostModel()
         self._queue: collections.deque[Job] = collections.deque()
         self._queued = 0
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._free_slots = max_concurrency
         self._max_concurrency = max_concurrency
-        self._wakeup = asyncio.Event()
         self._executor = executor or ThreadPoolExecutor(max_concurrency, thread_name_prefix="fnserve-model")
-        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self.in_flight = 0  # instances being computed right now
         self.batches = 0
         self.batched_instances = 0
@@ -141,9 +147,10 @@ class Batcher:
 
     async def submit(self, columns: Columns, n: int, timeout_s: float) -> Outputs:
         """Outputs for ``n`` rows of ``columns``, in order. Large requests are split into batch-sized jobs."""
-        self._ensure_worker()
+        if self._closed:
+            raise NotReady("the function is shutting down; retry on another replica")
         self.admit(n, timeout_s)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         jobs = []
         for start in range(0, n, self.max_batch_size):
             stop = min(n, start + self.max_batch_size)
@@ -151,7 +158,7 @@ class Batcher:
             jobs.append(Job(part, stop - start, shape_key(self.schema, part), loop.create_future()))
         self._queue.extend(jobs)
         self._queued += n
-        self._wakeup.set()
+        self._dispatch()
         try:
             async with asyncio.timeout(timeout_s):  # cheaper than wait_for: no extra task
                 if len(jobs) == 1:
@@ -173,63 +180,73 @@ class Batcher:
         budget = self.latency_target_s - (now - self._queue[0].enqueued)
         return max(1, min(self.max_batch_size, self.cost.largest_within(budget)))
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="fnserve-batcher")
-
-    async def _run(self) -> None:
-        while True:
-            await self._slots.acquire()
+    def _dispatch(self) -> None:
+        """Start a model call for the queued jobs on every free slot (on the event loop)."""
+        while self._free_slots > 0 and not self._closed:
             batch = self._next_batch()
-            while not batch:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                batch = self._next_batch()
-            asyncio.get_running_loop().create_task(self._execute(batch))
+            if not batch:
+                return
+            n = sum(job.n for job in batch)
+            self._free_slots -= 1
+            self.in_flight += n
+            self._executor.submit(self._run_batch, batch, n)
 
     def _next_batch(self) -> list[Job]:
         while self._queue and self._queue[0].future.done():  # cancelled while queued
             self._queued -= self._queue.popleft().n
         batch = plan_batch(self._queue, self.batch_limit(time.perf_counter()))
-        for job in batch:
-            self._queue.remove(job)
-            self._queued -= job.n
+        if len(batch) == len(self._queue):
+            self._queue.clear()
+        else:
+            for job in batch:
+                self._queue.remove(job)
+        self._queued -= sum(job.n for job in batch)
         return batch
 
-    async def _execute(self, batch: list[Job]) -> None:
-        n = sum(job.n for job in batch)
-        self.in_flight += n
+    def _run_batch(self, batch: list[Job], n: int) -> None:
+        """In the model thread: stack, call, and post the outcome back to the loop."""
+        outputs: Outputs | None = None
+        error: FnError | None = None
         try:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._stack_and_call, batch, n)
+            columns = stack_parts(self.schema, [job.columns for job in batch])
+            started = time.perf_counter()
+            outputs = self._call(columns, n)
+            self.cost.observe(n, time.perf_counter() - started)
         except FnError as exc:
-            for job in batch:  # a failed batch fails every waiter in it, loudly
-                _settle(job, exc=exc)
+            error = exc
         except Exception as exc:  # a bug in the runtime itself; still never leave a waiter hanging
-            for job in batch:
-                _settle(job, exc=ModelError(f"batch failed: {type(exc).__name__}"))
-        else:
+            error = ModelError(f"batch failed: {type(exc).__name__}")
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            self._loop.call_soon_threadsafe(self._finished, batch, n, outputs, error)
+
+    def _finished(self, batch: list[Job], n: int, outputs: Outputs | None, error: FnError | None) -> None:
+        """On the loop: answer every job of the batch, free the slot, start what queued meanwhile."""
+        self.in_flight -= n
+        self._free_slots += 1
+        try:
+            if outputs is None:
+                raise error or ModelError("batch failed")
             offset = 0
             for job in batch:
                 _settle(job, result=outputs.slice(offset, offset + job.n))
                 offset += job.n
             self.batches += 1
             self.batched_instances += n
+        except Exception as exc:  # a failed batch fails every waiter in it, loudly
+            failure = exc if isinstance(exc, FnError) else ModelError(f"batch failed: {type(exc).__name__}")
+            for job in batch:
+                _settle(job, exc=failure)
         finally:
-            self.in_flight -= n
-            self._slots.release()
-
-    def _stack_and_call(self, batch: list[Job], n: int) -> Outputs:
-        columns = concat_columns([job.columns for job in batch])
-        started = time.perf_counter()
-        outputs = self._call(columns, n)
-        self.cost.observe(n, time.perf_counter() - started)
-        return outputs
+            self._dispatch()
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        for job in self._queue:
+            _settle(job, exc=NotReady("the function is shutting down; retry on another replica"))
+        self._queue.clear()
+        self._queued = 0
+        self._executor.shutdown(wait=False)  # a call already started still answers its waiters
 
 
 def _settle(job: Job, *, result: Outputs | None = None, exc: BaseException | None = None) -> None:

@@ -12,10 +12,11 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from fnserve.runtime.batcher import Batcher
+from fnserve.runtime.codec import Inputs
 from fnserve.runtime.errors import FnError, NotFound, NotReady
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.loader import FoundFunction
@@ -93,7 +94,7 @@ class Runtime:
             )
         return fn, loaded.version
 
-    async def predict(self, fn: ServedFunction, columns: Mapping[str, Any], n: int) -> Outputs:
+    async def predict(self, fn: ServedFunction, columns: Inputs, n: int) -> Outputs:
         """Run ``n`` validated rows through the function's batcher."""
         outputs = await self.batcher(fn).submit(columns, n, fn.spec.timeout_s)
         self.metrics.instances_of[fn.name].inc(n)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fnserve.runtime.codec import Inputs
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import error_response, json_response
@@ -45,26 +45,27 @@ def endpoint(handler: Handler) -> Handler:
     return guarded
 
 
-@contextlib.contextmanager
-def observed(runtime: Runtime, function: str) -> Iterator[None]:
-    """Count the request by status and time it, whatever way it ends."""
-    started = time.perf_counter()
-    status = 200
-    try:
-        yield
-    except FnError as exc:
-        status = exc.status
-        raise
-    except BaseException:
-        status = 500
-        raise
-    finally:
-        runtime.metrics.observe_request(function, status, time.perf_counter() - started)
+class observed:
+    """Count the request by status and time it, whatever way it ends.
+
+    A class, not ``@contextlib.contextmanager``: it wraps every prediction, and a generator-based
+    context manager costs several times more per use.
+    """
+
+    __slots__ = ("function", "runtime", "started")
+
+    def __init__(self, runtime: Runtime, function: str):
+        self.runtime, self.function = runtime, function
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        status = 200 if kind is None else exc.status if isinstance(exc, FnError) else 500
+        self.runtime.metrics.observe_request(self.function, status, time.perf_counter() - self.started)
 
 
-async def predict(
-    request: Request, runtime: Runtime, fn: ServedFunction, columns: Mapping[str, Any], n: int
-) -> Outputs:
+async def predict(request: Request, runtime: Runtime, fn: ServedFunction, columns: Inputs, n: int) -> Outputs:
     """Run the rows; if the caller disconnects first, its queued work is dropped."""
     return await cancel_on_disconnect(request, runtime.predict(fn, columns, n))
 

@@ -56,12 +56,13 @@ def routes(runtime: Runtime) -> list[Route]:
         with observed(runtime, fn.name):
             headers = version_header(version) or {}
             if request.method == "GET":
-                instance = codec.parse_query(fn.schema, request.query_params.multi_items())
+                instance = codec.parse_query(fn.schema, codec.query_items(request.scope["query_string"]))
                 as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=False)
                 headers.update(cache_headers(fn, version, instance, as_arrow))
                 if "ETag" in headers and etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
                     return Response(status_code=304, headers=headers)
-                batch, n = codec.to_columns(fn.schema, [instance]), 1
+                batch: codec.Inputs = codec.Rows([instance])  # stacked with the rest of its batch
+                n = 1
             else:
                 batch, n, was_arrow = await columns_from_body(request, fn, runtime.settings.max_body_bytes)
                 as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=was_arrow)
