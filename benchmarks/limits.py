@@ -15,8 +15,8 @@ compare.py runs both pinned to the server core; by hand:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -107,11 +107,14 @@ def protocol_app() -> Any:
 def serve_protocol(port: int) -> None:
     from hypercorn.asyncio import serve
 
-    from fnserve.runtime.server import bind_socket, hypercorn_config
+    from fnserve.runtime.server import bind_socket, hypercorn_config, run
+    from fnserve.runtime.settings import Settings
 
     sock = bind_socket("127.0.0.1", port)
     print(f"protocol limit: listening on http://127.0.0.1:{port}", flush=True)
-    asyncio.run(serve(protocol_app(), hypercorn_config(sock, drain_timeout_s=1)))
+    # the same stack as `fn serve`: Hypercorn on the event loop fn serve's settings pick
+    event_loop = Settings.load(scenarios.ROOT, os.environ).event_loop
+    run(serve(protocol_app(), hypercorn_config(sock, drain_timeout_s=1)), event_loop)
 
 
 def main() -> None:

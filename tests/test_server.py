@@ -97,3 +97,24 @@ def test_hypercorn_closes_only_its_own_copy_of_the_listening_socket() -> None:
     assert os.fstat(sock.fileno())  # still the caller's, still open
     assert set(os.listdir("/proc/self/fd")) <= open_before, "Hypercorn's copy was left open"
     sock.close()
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_servers_run_on_the_event_loop_the_settings_name(event_loop: str) -> None:
+    import asyncio
+
+    from fnserve.runtime.server import run
+    from fnserve.runtime.settings import Settings
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    settings = Settings.load(FNS, {"FNSERVE_EVENT_LOOP": event_loop})
+    assert run(loop_module(), settings.event_loop).startswith(event_loop)
+
+
+def test_an_unknown_event_loop_is_refused_by_name() -> None:
+    from fnserve.runtime.settings import Settings
+
+    with pytest.raises(ValueError, match="event_loop must be 'uvloop' or 'asyncio', got 'trio'"):
+        Settings.load(FNS, {"FNSERVE_EVENT_LOOP": "trio"})

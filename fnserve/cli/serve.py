@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 from rich.table import Table
 
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.runtime.app import create_app
 from fnserve.runtime.loader import discover
-from fnserve.runtime.server import bind_socket, serve
+from fnserve.runtime.server import bind_socket, run, serve
 from fnserve.runtime.service import Runtime
 
 
@@ -67,7 +65,7 @@ def serve_command(
             )
 
     try:
-        asyncio.run(serve(create_app(runtime), runtime, sock, on_ready=ready))
+        run(serve(create_app(runtime), runtime, sock, on_ready=ready), settings.event_loop)
     finally:
         sock.close()
 

@@ -95,7 +95,7 @@ def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool],
     from fnserve.gateway.app import create_app
     from fnserve.gateway.service import GatewayOptions
     from fnserve.gateway.targets import platform_for
-    from fnserve.runtime.server import bind_socket
+    from fnserve.runtime.server import bind_socket, run
 
     platform = platform_for(target, settings)
     token, created = admin_token(settings, create=True)
@@ -109,14 +109,15 @@ def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool],
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     try:
-        asyncio.run(
+        run(
             serve_gateway(
                 create_app(gateway),
                 gateway,
                 sock,
                 drain_timeout_s=settings.drain_timeout_s,
                 on_ready=(lambda: on_ready(url, token, created)) if on_ready else None,
-            )
+            ),
+            settings.event_loop,
         )
     finally:
         sock.close()

@@ -10,6 +10,7 @@ One source of truth per setting. Precedence: command-line flag > environment var
     [serve]
     host = "127.0.0.1"
     port = 8080
+    event_loop = "uvloop"               # or "asyncio"
     [build]
     registry = "registry.example.com/team"   # `fn build --push` pushes there; empty: no registry
     base_image = "fnserve/base:bookworm"     # made offline by `fn base-image`
@@ -49,6 +50,7 @@ class Settings:
     max_body_bytes: int  # request bodies larger than this (after inflation) get 413
     reload_interval_s: float  # how often `latest` checkpoints are polled for a newer version
     drain_timeout_s: float  # on SIGTERM, longest wait for in-flight requests
+    event_loop: str = "uvloop"  # servers' event loop: "uvloop" (faster; measured) or "asyncio"
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # passed to fsspec
     registry: str = ""  # image registry `fn build --push` pushes to ("host[:port][/path]"); "" = none
     base_image: str = "fnserve/base:bookworm"  # local image every function image starts FROM
@@ -121,6 +123,7 @@ class Settings:
             max_body_bytes=pick("max_body_bytes", serve_cfg, 64 * 1024 * 1024, int),
             reload_interval_s=pick("reload_interval_s", serve_cfg, 10.0, float),
             drain_timeout_s=pick("drain_timeout_s", serve_cfg, 20.0, float),
+            event_loop=pick("event_loop", serve_cfg, "uvloop"),
             storage_options=dict(options),
             registry=pick("registry", build_cfg, "").rstrip("/"),
             base_image=pick("base_image", build_cfg, "fnserve/base:bookworm"),
@@ -135,6 +138,8 @@ class Settings:
         for key in ("port", "gateway_port"):
             if not 0 <= getattr(settings, key) <= 65535:
                 raise ValueError(f"{key} {getattr(settings, key)} is out of range 0-65535")
+        if settings.event_loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"setting event_loop must be 'uvloop' or 'asyncio', got {settings.event_loop!r}")
         if settings.gateway_auth not in ("open", "token"):
             raise ValueError(f"setting gateway auth must be 'open' or 'token', got {settings.gateway_auth!r}")
         if settings.gateway_url and not settings.gateway_url.startswith(("http://", "https://")):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -70,44 +72,87 @@ async def predict(request: Request, runtime: Runtime, fn: ServedFunction, column
     return await cancel_on_disconnect(request, runtime.predict(fn, columns, n))
 
 
-WATCH_AFTER_S = 0.005  # answers faster than this never pay for a disconnect watcher
+WATCH_AFTER_S = 0.05  # answers faster than this never pay for a disconnect watcher
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` in this task; a disconnect seen meanwhile cancels it (dropping queued work).
 
-    The watcher starts only once the work has taken ``WATCH_AFTER_S``: most answers come sooner,
-    and a task per request is a measurable share of a fast prediction's cost.
+    Only work still waiting after ``WATCH_AFTER_S`` gets a watcher (a task reading the
+    connection), started by one periodic sweep per event loop: most answers come sooner, and a
+    timer or a task per request is a measurable share of a fast prediction's cost.
     """
     current = asyncio.current_task()
     assert current is not None
-    loop = asyncio.get_running_loop()
-    gone = False
-    watcher: asyncio.Task[None] | None = None
-
-    async def watch() -> None:
-        nonlocal gone
-        # The body was read already (or there is none): the next message is the disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        current.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = loop.create_task(watch())
-
-    timer = loop.call_later(WATCH_AFTER_S, start_watching)
+    entry = _Waiting(request, current)
+    sweep = _Sweep.of(asyncio.get_running_loop())
+    sweep.add(entry)
     try:
         return await work
     except asyncio.CancelledError:
-        if gone:
+        if entry.gone:
             raise ClientGone("the client disconnected before the answer was ready") from None
         raise
     finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+        sweep.remove(entry)
+
+
+class _Waiting:
+    __slots__ = ("gone", "request", "started", "task", "watcher")
+
+    def __init__(self, request: Request, task: asyncio.Task[Any]):
+        self.request, self.task = request, task
+        self.started = time.monotonic()
+        self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def watch(self) -> None:
+        # The body was read already (or there is none): the next message is the disconnect.
+        while (await self.request.receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self.task.cancel()
+
+
+class _Sweep:
+    """Every ``WATCH_AFTER_S`` while work waits: start watchers for what has waited that long."""
+
+    _per_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.young: dict[_Waiting, None] = {}  # insertion order is start order
+        self.armed = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweep:
+        sweep = cls._per_loop.get(loop)
+        if sweep is None:
+            sweep = cls._per_loop[loop] = cls(loop)
+        return sweep
+
+    def add(self, entry: _Waiting) -> None:
+        self.young[entry] = None
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(WATCH_AFTER_S, self.run)
+
+    def remove(self, entry: _Waiting) -> None:
+        self.young.pop(entry, None)
+        if entry.watcher is not None:
+            entry.watcher.cancel()
+
+    def run(self) -> None:
+        cutoff = time.monotonic() - WATCH_AFTER_S
+        old = list(itertools.takewhile(lambda e: e.started <= cutoff, self.young))
+        for entry in old:
+            del self.young[entry]
+            entry.watcher = self.loop.create_task(entry.watch())
+        self.armed = bool(self.young)
+        if self.armed:
+            self.loop.call_later(WATCH_AFTER_S, self.run)
 
 
 def version_header(version: int | None) -> dict[str, str] | None:
