@@ -316,9 +316,11 @@ def test_ca_bundle_is_the_one_pip_uses(tmp_path: Path) -> None:
 def test_runtime_requirements_are_pinned_as_installed_here() -> None:
     pins = runtime_requirements()
     names = {p.split("==")[0] for p in pins}
-    assert {"starlette", "hypercorn", "fsspec", "numpy", "s3fs"} <= names
+    assert {"starlette", "hypercorn", "fsspec", "numpy", "s3fs", "uvloop"} <= names
     assert not {"tensorflow-cpu", "docker", "kubernetes", "pytest"} & names  # no other extras
     assert all("==" in p for p in pins)
+    uvloop = next(p for p in pins if p.startswith("uvloop=="))
+    assert uvloop.endswith('; sys_platform != "win32"') or uvloop.endswith("; sys_platform != 'win32'")
 
 
 def test_repo_examples_plan(tmp_path: Path) -> None:

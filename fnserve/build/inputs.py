@@ -79,15 +79,17 @@ def runtime_requirements(distribution: str = "fnserve", extras: tuple[str, ...] 
     pinned = []
     for requirement in importlib.metadata.requires(distribution) or []:
         spec, _, marker = (part.strip() for part in requirement.partition(";"))
-        if marker and not any(marker.replace('"', "'") == f"extra == '{e}'" for e in extras):
+        if "extra ==" in marker and not any(marker.replace('"', "'") == f"extra == '{e}'" for e in extras):
             continue
+        # A platform marker (uvloop's "sys_platform != 'win32'") stays: pip judges it in the image.
+        platform = f"; {marker}" if marker and "extra ==" not in marker else ""
         name = spec.split("[")[0]
         for stop in "<>=!~ ":
             name = name.split(stop)[0]
         try:
-            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+            pinned.append(f"{name}=={importlib.metadata.version(name)}{platform}")
         except importlib.metadata.PackageNotFoundError:
-            pinned.append(spec)  # not installed here: let pip pick within fnserve's bounds
+            pinned.append(spec + platform)  # not installed here: let pip pick within fnserve's bounds
     return pinned
 
 

@@ -37,8 +37,13 @@ def run(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
     """
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if event_loop == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise RuntimeError(
+                "the event loop is set to uvloop, which is not installed here; "
+                "install it or set [serve] event_loop = 'asyncio' (FNSERVE_EVENT_LOOP=asyncio)"
+            ) from None
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
