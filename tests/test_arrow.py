@@ -89,6 +89,10 @@ def test_nested_lists_become_tensors_and_images_decode_from_binary() -> None:
     pixels = pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(pixels, 6), 4)
     columns, _ = arrow.decode(PICTURED, stream({"photo": pixels, "ids": ids, "small": small}))
     assert columns["photo"].shape == (2, 4, 6, 3)  # raw pixels, no decoding
+    # Only encoded images send decoding to a worker thread; pixels are taken on the spot.
+    assert arrow.has_encoded_images(PICTURED, read(stream({"photo": pa.array([png(), png()]), "ids": ids})))
+    assert not arrow.has_encoded_images(PICTURED, read(stream({"photo": pixels, "ids": ids})))
+    assert not arrow.has_encoded_images(SCHEMA, read(stream({"count": pa.array([1])})))
 
 
 @pytest.mark.parametrize(

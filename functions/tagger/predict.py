@@ -27,7 +27,7 @@ def load(checkpoint_dir: str) -> Any:
     return tf.saved_model.load(checkpoint_dir)
 
 
-@predict(loader=load, max_batch_size=128)
+@predict(loader=load, max_batch_size=64)
 def tagger(model: Any, photo: Image[64, 64]) -> dict[str, float]:
     """Scores of each tag for a hotel photo; parents (inside/outside) >= their children."""
     # One call of the compiled serving signature for the whole batch of photos. The tag

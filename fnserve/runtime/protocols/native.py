@@ -86,9 +86,10 @@ async def columns_from_body(
     kind = media_type(request)
     body = await read_body(request, limit)
     if kind in ARROW_TYPES:
-        decode = functools.partial(arrow.decode, schema, body, kind == arrow.ARROW_FILE_TYPE)
-        batch, n = await off_loop_if_images(schema, decode)
-        return batch, n, True
+        table = arrow.read_table(body, kind == arrow.ARROW_FILE_TYPE)
+        if arrow.has_encoded_images(schema, table):  # decoded pixels are taken as they are, at once
+            return (*await asyncio.to_thread(arrow.decode_table, schema, table), True)
+        return (*arrow.decode_table(schema, table), True)
     if kind.startswith("image/") or kind == "application/octet-stream":
         return codec.to_columns(schema, [raw_image_instance(fn, body, request)]), 1, False
     if kind not in (JSON_TYPE, "") and not kind.endswith("+json"):
