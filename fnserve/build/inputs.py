@@ -79,10 +79,12 @@ def runtime_requirements(distribution: str = "fnserve", extras: tuple[str, ...] 
     pinned = []
     for requirement in importlib.metadata.requires(distribution) or []:
         spec, _, marker = (part.strip() for part in requirement.partition(";"))
-        if "extra ==" in marker and not any(marker.replace('"', "'") == f"extra == '{e}'" for e in extras):
-            continue
+        if "extra ==" in marker:
+            if not any(marker.replace('"', "'") == f"extra == '{e}'" for e in extras):
+                continue
+            marker = ""
         # A platform marker (uvloop's "sys_platform != 'win32'") stays: pip judges it in the image.
-        platform = f"; {marker}" if marker and "extra ==" not in marker else ""
+        platform = f"; {marker}" if marker else ""
         name = spec.split("[")[0]
         for stop in "<>=!~ ":
             name = name.split(stop)[0]

@@ -38,19 +38,17 @@ from fnserve.runtime.errors import FnError, ModelError, NotReady, Overloaded, Ti
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import Schema
 
-Columns = Inputs
-
 
 @dataclass(eq=False)
 class Job:
-    columns: Columns
+    columns: Inputs
     n: int
     key: tuple[Any, ...]  # shapes of variable-shape inputs: only equal keys share a batch
     future: asyncio.Future[Outputs] | Any
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def shape_key(schema: Schema, columns: Columns) -> tuple[Any, ...]:
+def shape_key(schema: Schema, columns: Inputs) -> tuple[Any, ...]:
     """Jobs whose tensors/images differ in shape must not be stacked together."""
     key = []
     for f in schema.inputs:
@@ -145,7 +143,7 @@ class Batcher:
                 **retry,
             )
 
-    async def submit(self, columns: Columns, n: int, timeout_s: float) -> Outputs:
+    async def submit(self, columns: Inputs, n: int, timeout_s: float) -> Outputs:
         """Outputs for ``n`` rows of ``columns``, in order. Large requests are split into batch-sized jobs."""
         if self._closed:
             raise NotReady("the function is shutting down; retry on another replica")

@@ -215,24 +215,23 @@ def image_bytes(value: Any, label: str) -> bytes:
 def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
     """JPEG/PNG/... bytes to a uint8 RGB array, resized to the field's size if it has one."""
     assert field.image is not None
-    if (pixels := _decode_jpeg(field, data, label)) is not None:
-        return pixels
     try:
-        with PILImage.open(io.BytesIO(data)) as opened:
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                raise ValidationError(f"{label}: image of {opened.width}x{opened.height} pixels is too large")
-            img = opened.convert(field.image.mode)
-        if field.image.size is not None:
-            height, width = field.image.size
-            if img.size != (width, height):
-                img = img.resize((width, height), PILImage.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        pixels = _decode_jpeg(field, data, label)
+        if pixels is None:
+            with PILImage.open(io.BytesIO(data)) as opened:
+                _check_pixels(opened.width, opened.height, label)
+                pixels = np.asarray(opened.convert(field.image.mode), dtype=np.uint8)
     except ValidationError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ValidationError(
             f"{label}: not a decodable image (expected JPEG, PNG, GIF, BMP or WebP)"
         ) from None
+    if field.image.size is None or pixels.shape[:2] == field.image.size:
+        return pixels
+    height, width = field.image.size
+    resized = PILImage.fromarray(pixels).resize((width, height), PILImage.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def _decode_jpeg(field: InputField, data: bytes, label: str) -> np.ndarray | None:
@@ -244,16 +243,17 @@ def _decode_jpeg(field: InputField, data: bytes, label: str) -> np.ndarray | Non
         return None
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ValidationError(f"{label}: image of {width}x{height} pixels is too large")
+        _check_pixels(width, height, label)
         pixels: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:
         return None
-    if field.image.size is not None and pixels.shape[:2] != field.image.size:
-        height, width = field.image.size
-        resized = PILImage.fromarray(pixels).resize((width, height), PILImage.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.uint8)
     return pixels
+
+
+def _check_pixels(width: int, height: int, label: str) -> None:
+    """Refuse decompression bombs from their header, before decoding them."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValidationError(f"{label}: image of {width}x{height} pixels is too large")
 
 
 class Rows(list[dict[str, Any]]):
