@@ -73,6 +73,25 @@ def test_numbers_are_not_copied() -> None:
     assert not columns["vector"].flags.owndata
 
 
+def nested(x: np.ndarray, fixed: bool) -> pa.Array:
+    """``x`` (n, d1, d2, ...) as nested Arrow lists: fixed-size, or with offsets."""
+    array: pa.Array = pa.array(x.reshape(-1))
+    for size in reversed(x.shape[1:]):
+        if fixed:
+            array = pa.FixedSizeListArray.from_arrays(array, size)
+        else:
+            array = pa.ListArray.from_arrays(pa.array(np.arange(0, len(array) + 1, size), pa.int32()), array)
+    return array
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+@pytest.mark.parametrize(("start", "length"), [(0, 6), (2, 3), (5, 1)])
+def test_tensors_are_the_rows_in_view_of_a_sliced_column(fixed: bool, start: int, length: int) -> None:
+    x = np.arange(6 * 2 * 3, dtype=np.int16).reshape(6, 2, 3)
+    got = arrow._list_to_numpy(nested(x, fixed).slice(start, length), "t")
+    np.testing.assert_array_equal(got, x[start : start + length])
+
+
 def test_several_record_batches_make_one_request() -> None:
     columns, n = arrow.decode(SCHEMA, stream(demo_table(9), batches=3))
     assert n == 9 and columns["count"].tolist() == list(range(9))
@@ -168,6 +187,12 @@ def test_row_limits() -> None:
 def test_outputs_become_one_arrow_column_each(result: Any, expected: dict[str, Any]) -> None:
     table = read(arrow.encode(Outputs.of(result, 2, "f")))
     assert table.to_pydict() == expected
+
+
+def test_the_answer_is_the_stream_pyarrows_writer_makes() -> None:
+    outputs = Outputs.of({"x": np.array([1, 2]), "y": ["a", "b"], "t": np.zeros((2, 3), np.float32)}, 2, "f")
+    table = pa.table({name: arrow.to_arrow(column) for name, column in arrow.output_columns(outputs).items()})
+    assert arrow.encode(outputs) == stream(table)
 
 
 def test_tensor_outputs_are_fixed_size_lists() -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,6 +98,66 @@ def test_hypercorn_closes_only_its_own_copy_of_the_listening_socket() -> None:
     assert os.fstat(sock.fileno())  # still the caller's, still open
     assert set(os.listdir("/proc/self/fd")) <= open_before, "Hypercorn's copy was left open"
     sock.close()
+
+
+def test_hypercorn_takes_large_bodies_in_reads_over_64_kib() -> None:
+    """Every read of a connection is a trip through h11 and an ASGI message; Hypercorn's own
+    cap of 64 KiB per read made a 786 KB body 17 trips. This fails if Hypercorn stops reading
+    its ``MAX_RECV``, which ``read_larger_chunks`` raises."""
+    import asyncio
+    import socket
+    import threading
+
+    from fnserve.runtime.http import RequestContext
+    from fnserve.runtime.server import bind_socket, serve_until_stopped
+
+    body = b"x" * (4 * 1024 * 1024)
+    sizes: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            sizes.append(len(message.get("body", b"")))
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+
+    def post() -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            client.sendall(head.encode() + body)
+            return client.recv(1024)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def ready() -> None:
+            answer: list[bytes] = []
+            worker = threading.Thread(target=lambda: answer.append(post()))
+            worker.start()
+            await asyncio.to_thread(worker.join)
+            assert answer[0].startswith(b"HTTP/1.1 200")
+            stop.set()
+
+        await serve_until_stopped(
+            RequestContext(app),
+            sock,
+            drain_timeout_s=1,
+            begin_drain=lambda: None,
+            until_ready=ready,
+            stop=stop,
+        )
+
+    asyncio.run(main())
+    sock.close()
+    assert sum(sizes) == len(body)
+    assert max(sizes) > 64 * 1024, f"no read took over 64 KiB: {len(sizes)} messages"
 
 
 @pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
