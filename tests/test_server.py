@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,37 +65,46 @@ def test_serve_binds_loopback_by_default(tmp_path: Path) -> None:
         stop(s)
 
 
-def test_hypercorn_closes_only_its_own_copy_of_the_listening_socket() -> None:
-    """Hypercorn closes the descriptor it serves on at shutdown; if that were the caller's own,
-    the caller's later ``sock.close()`` would close whatever the process had opened under that
-    number since (it once closed the Docker client's connection in the test session)."""
+def serve_while(app: Any, sock: socket.socket, during: Callable[[], None] = lambda: None) -> None:
+    """Serve ``app`` on ``sock`` as fn serve does (Hypercorn, fnserve's settings); once it is
+    ready, run ``during`` in a thread, then stop."""
     import asyncio
-    import os
-
-    from starlette.applications import Starlette
 
     from fnserve.runtime.http import RequestContext
-    from fnserve.runtime.server import bind_socket, serve_until_stopped
-
-    sock = bind_socket("127.0.0.1", 0)
-    open_before = set(os.listdir("/proc/self/fd"))
+    from fnserve.runtime.server import serve_until_stopped
 
     async def main() -> None:
-        stop = asyncio.Event()
+        done = asyncio.Event()
 
         async def ready() -> None:
-            stop.set()
+            await asyncio.to_thread(during)
+            done.set()
 
         await serve_until_stopped(
-            RequestContext(Starlette()),
+            RequestContext(app),
             sock,
             drain_timeout_s=1,
             begin_drain=lambda: None,
             until_ready=ready,
-            stop=stop,
+            stop=done,
         )
 
     asyncio.run(main())
+
+
+def test_hypercorn_closes_only_its_own_copy_of_the_listening_socket() -> None:
+    """Hypercorn closes the descriptor it serves on at shutdown; if that were the caller's own,
+    the caller's later ``sock.close()`` would close whatever the process had opened under that
+    number since (it once closed the Docker client's connection in the test session)."""
+    import os
+
+    from starlette.applications import Starlette
+
+    from fnserve.runtime.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    open_before = set(os.listdir("/proc/self/fd"))
+    serve_while(Starlette(), sock)
     assert os.fstat(sock.fileno())  # still the caller's, still open
     assert set(os.listdir("/proc/self/fd")) <= open_before, "Hypercorn's copy was left open"
     sock.close()
@@ -104,12 +114,7 @@ def test_hypercorn_takes_large_bodies_in_reads_over_64_kib() -> None:
     """Every read of a connection is a trip through h11 and an ASGI message; Hypercorn's own
     cap of 64 KiB per read made a 786 KB body 17 trips. This fails if Hypercorn stops reading
     its ``MAX_RECV``, which ``read_larger_chunks`` raises."""
-    import asyncio
-    import socket
-    import threading
-
-    from fnserve.runtime.http import RequestContext
-    from fnserve.runtime.server import bind_socket, serve_until_stopped
+    from fnserve.runtime.server import bind_socket
 
     body = b"x" * (4 * 1024 * 1024)
     sizes: list[int] = []
@@ -128,33 +133,13 @@ def test_hypercorn_takes_large_bodies_in_reads_over_64_kib() -> None:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
 
-    def post() -> bytes:
+    def post() -> None:
         with socket.create_connection(("127.0.0.1", port)) as client:
             head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             client.sendall(head.encode() + body)
-            return client.recv(1024)
+            assert client.recv(1024).startswith(b"HTTP/1.1 200")
 
-    async def main() -> None:
-        stop = asyncio.Event()
-
-        async def ready() -> None:
-            answer: list[bytes] = []
-            worker = threading.Thread(target=lambda: answer.append(post()))
-            worker.start()
-            await asyncio.to_thread(worker.join)
-            assert answer[0].startswith(b"HTTP/1.1 200")
-            stop.set()
-
-        await serve_until_stopped(
-            RequestContext(app),
-            sock,
-            drain_timeout_s=1,
-            begin_drain=lambda: None,
-            until_ready=ready,
-            stop=stop,
-        )
-
-    asyncio.run(main())
+    serve_while(app, sock, post)
     sock.close()
     assert sum(sizes) == len(body)
     assert max(sizes) > 64 * 1024, f"no read took over 64 KiB: {len(sizes)} messages"
