@@ -59,12 +59,9 @@ def parse_query(schema: Schema, items: Iterable[tuple[str, str]]) -> dict[str, A
     instance: dict[str, Any] = {}
     for field in schema.inputs:  # one pass: convert, check, fill defaults
         text = raw.get(field.name)
-        if text is not None:
-            instance[field.name] = check_value(field, from_text(field, text), field.name)
-        elif field.required:
-            raise ValidationError(f"{field.name}: missing required input ({field.kind})")
-        else:
-            instance[field.name] = field.default
+        instance[field.name] = checked_or_default(
+            field, None if text is None else from_text(field, text), field.name
+        )
     return instance
 
 
@@ -99,18 +96,20 @@ def validate_instance(schema: Schema, instance: Any, where: str = "") -> dict[st
         raise ValidationError(
             f"{where.rstrip('.') or 'body'}: expected a JSON object of inputs, got {_kind(instance)}"
         )
-    out: dict[str, Any] = {}
     for key in instance:
         if schema.field(key) is None:
             raise ValidationError(f"{where}{key}: unknown input; expected {_names(schema)}")
-    for field in schema.inputs:
-        if field.name not in instance or instance[field.name] is None:
-            if field.required:
-                raise ValidationError(f"{where}{field.name}: missing required input ({field.kind})")
-            out[field.name] = field.default
-            continue
-        out[field.name] = check_value(field, instance[field.name], where + field.name)
-    return out
+    return {f.name: checked_or_default(f, instance.get(f.name), where + f.name) for f in schema.inputs}
+
+
+def checked_or_default(field: InputField, value: Any, label: str) -> Any:
+    """``value`` checked for ``field``; when absent (None), the field's default, or an error if
+    it is required."""
+    if value is None:
+        if field.required:
+            raise ValidationError(f"{label}: missing required input ({field.kind})")
+        return field.default
+    return check_value(field, value, label)
 
 
 def check_value(field: InputField, value: Any, label: str) -> Any:
