@@ -174,6 +174,18 @@ def v2_binary_photos(jpegs: list[bytes]) -> tuple[bytes, dict[str, str]]:
     return header + data, headers
 
 
+def v2_binary_pixels(pixels: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """v2 binary tensor extension: a JSON header, then the decoded photos' raw uint8 bytes."""
+    data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    tensor = {"name": "photo", "shape": list(pixels.shape), "datatype": "UINT8"}
+    header = jdump({"inputs": [tensor | {"parameters": {"binary_data_size": len(data)}}]})
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + data, headers
+
+
 def b64_photos_json(jpegs: list[bytes]) -> bytes:
     """fnserve's JSON form of images: ``{"instances": [{"photo": {"b64": ...}}, ...]}``."""
     return jdump({"instances": [{"photo": {"b64": base64.b64encode(j).decode()}} for j in jpegs]})

@@ -96,6 +96,11 @@ def fnserve_requests(s: Scenario) -> dict[str, Request]:
         "v2 binary": Request(
             "POST", tuple(("/v2/models/tagger/infer", sc.v2_binary_photos(p)[0]) for p in photos), v2_headers
         ),
+        "v2 binary pixels (UINT8 tensor)": Request(
+            "POST",
+            tuple(("/v2/models/tagger/infer", sc.v2_binary_pixels(sc.decoded(p))[0]) for p in photos),
+            sc.v2_binary_pixels(sc.decoded(photos[0]))[1],
+        ),
         "JSON base64 (not binary)": Request(
             "POST", tuple(("/function/tagger", sc.b64_photos_json(p)) for p in photos), json_type
         ),
