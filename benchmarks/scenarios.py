@@ -155,29 +155,17 @@ def v2_json(rows: list[dict[str, object]]) -> bytes:
 def v2_binary_photos(jpegs: list[bytes]) -> tuple[bytes, dict[str, str]]:
     """v2 binary tensor extension: a JSON header, then BYTES elements each with a 4-byte length."""
     data = b"".join(struct.pack("<I", len(j)) + j for j in jpegs)
-    header = jdump(
-        {
-            "inputs": [
-                {
-                    "name": "photo",
-                    "shape": [len(jpegs)],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": len(data)},
-                }
-            ]
-        }
-    )
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
-    return header + data, headers
+    return v2_binary_body({"name": "photo", "shape": [len(jpegs)], "datatype": "BYTES"}, data)
 
 
 def v2_binary_pixels(pixels: np.ndarray) -> tuple[bytes, dict[str, str]]:
     """v2 binary tensor extension: a JSON header, then the decoded photos' raw uint8 bytes."""
     data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    tensor = {"name": "photo", "shape": list(pixels.shape), "datatype": "UINT8"}
+    return v2_binary_body({"name": "photo", "shape": list(pixels.shape), "datatype": "UINT8"}, data)
+
+
+def v2_binary_body(tensor: dict[str, object], data: bytes) -> tuple[bytes, dict[str, str]]:
+    """One input ``tensor`` whose elements are ``data``: the body and its headers."""
     header = jdump({"inputs": [tensor | {"parameters": {"binary_data_size": len(data)}}]})
     headers = {
         "Content-Type": "application/octet-stream",
