@@ -85,26 +85,31 @@ def fnserve_requests(s: Scenario) -> dict[str, Request]:
             ),
         }
     photos = [sc.photos(s.instances, seed=v) for v in range(VARIANTS[s.instances])]
-    _, v2_headers = sc.v2_binary_photos(photos[0])
+    pixels = [sc.decoded(p) for p in photos]
     return {
         "Arrow photo column": Request(
             "POST", tuple(("/function/tagger", sc.arrow_photos(p)) for p in photos), arrow
         ),
         "Arrow pixels (uint8 tensor)": Request(
-            "POST", tuple(("/function/tagger", sc.arrow_pixels(sc.decoded(p))) for p in photos), arrow
+            "POST", tuple(("/function/tagger", sc.arrow_pixels(p)) for p in pixels), arrow
         ),
-        "v2 binary": Request(
-            "POST", tuple(("/v2/models/tagger/infer", sc.v2_binary_photos(p)[0]) for p in photos), v2_headers
-        ),
-        "v2 binary pixels (UINT8 tensor)": Request(
-            "POST",
-            tuple(("/v2/models/tagger/infer", sc.v2_binary_pixels(sc.decoded(p))[0]) for p in photos),
-            sc.v2_binary_pixels(sc.decoded(photos[0]))[1],
+        "v2 binary": v2_binary("/v2/models/tagger/infer", [sc.v2_binary_photos(p) for p in photos]),
+        "v2 binary pixels (UINT8 tensor)": v2_binary(
+            "/v2/models/tagger/infer", [sc.v2_binary_pixels(p) for p in pixels]
         ),
         "JSON base64 (not binary)": Request(
             "POST", tuple(("/function/tagger", sc.b64_photos_json(p)) for p in photos), json_type
         ),
     }
+
+
+def v2_binary(path: str, framed: list[tuple[bytes, dict[str, str]]]) -> Request:
+    """v2 binary bodies as one request: a request has one set of headers, so every variant's
+    JSON header must be as long as the first's (``Inference-Header-Content-Length``)."""
+    headers = framed[0][1]
+    if any(h != headers for _, h in framed):
+        raise ValueError(f"{path}: the v2 binary variants need different headers: {[h for _, h in framed]}")
+    return Request("POST", tuple((path, body) for body, _ in framed), headers)
 
 
 def protocol_server(port: int) -> Server:
