@@ -16,7 +16,7 @@ replica's address on the bridge network (Linux routes to it from the host); gate
 published port (docker-proxy, then the gateway, then the replica). Pinned with `docker update
 --cpuset-cpus`: the replica on core 0, the gateway container on core 1; wrk on core 1 with taskset
 (docker-proxy is not pinned). Every container it started is removed at the end, on failure too.
-Images: `double` is built from tests/fns/double with the python template, `recs` is this project's
+Images: `double` is built from tests/support/fns/double with the python template, `recs` is this project's
 `fn build recs` image (built when missing).
 
     .venv/bin/python benchmarks/gateway.py                      # double: HTTP overhead at its worst
@@ -49,9 +49,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fnserve.build.replicas import PROJECT_LABEL, DockerSettings, project_id  # noqa: E402
-from fnserve.gateway.local import LocalPlatform  # noqa: E402
+from fnserve.docker.replicas import PROJECT_LABEL, DockerSettings, project_id  # noqa: E402
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment  # noqa: E402
+from fnserve.local.platform import LocalPlatform  # noqa: E402
 from fnserve.runtime.settings import Settings  # noqa: E402
 
 WORK = ROOT / ".bench" / "gateway"
@@ -61,7 +61,7 @@ NETWORK = "fnserve-bench"  # its own bridge network: tests running beside it cre
 TOKEN = "gateway-benchmark"
 REPLICA_CORE, GATEWAY_CORE, LOADGEN_CORE = 0, 1, 1
 FUNCTIONS = {  # name -> (function folder, query of one prediction)
-    "double": (ROOT / "tests/fns/double", "x=21"),
+    "double": (ROOT / "tests/support/fns/double", "x=21"),
     "recs": (
         ROOT / "functions/recs",
         "user_country=NL&user_language=nl&day_of_week=5&season=winter&hotel_price=129.0&hotel_id=4711",
@@ -189,9 +189,9 @@ class DockerBench:
         self.image = ""
 
     def start(self) -> None:
-        from fnserve.build.deploy import start_gateway
-        from fnserve.build.images import build_image, prepare_build
-        from fnserve.build.platform import DockerPlatform
+        from fnserve.docker.gateway_container import start_gateway
+        from fnserve.docker.platform import DockerPlatform
+        from fnserve.images.builds import build_image, prepare_build
 
         shutil.rmtree(DOCKER_WORK, ignore_errors=True)
         DOCKER_WORK.mkdir(parents=True)

@@ -59,7 +59,7 @@ def s3_store_root(s3_server: str, s3_env: None) -> tuple[str, dict[str, Any]]:
 
 @pytest.fixture
 def serve(tmp_path: Any) -> Any:
-    """``with serve("double", "kinds", max_body_bytes=100) as client:`` the app over tests/fns/<names>
+    """``with serve("double", "kinds", max_body_bytes=100) as client:`` the app over tests/support/fns/<names>
     (an absolute path names a function folder elsewhere).
 
     A context manager around ``starlette.testclient.TestClient`` (so lifespan runs: models load in
@@ -77,7 +77,7 @@ def serve(tmp_path: Any) -> Any:
     from fnserve.runtime.service import Runtime
     from fnserve.runtime.settings import Settings
 
-    fns = Path(__file__).parent / "fns"
+    fns = Path(__file__).parent / "support" / "fns"
 
     @contextlib.contextmanager
     def start(*names: str, wait_ready: bool = True, **overrides: Any) -> Iterator[TestClient]:
@@ -150,7 +150,7 @@ def example_images(docker_engine: Any) -> dict[str, Any]:
     """
     from pathlib import Path
 
-    from fnserve.build.images import build_image, prepare_build
+    from fnserve.images.builds import build_image, prepare_build
     from fnserve.runtime.settings import Settings
 
     settings = Settings.from_mapping(Path(__file__).parent.parent, {}, {}, {})

@@ -23,8 +23,8 @@ def build_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from fnserve.build import BuildError
         from fnserve.docker_engine import EngineError
+        from fnserve.images import BuildError
 
         try:
             return func(*args, **kwargs)
@@ -91,16 +91,21 @@ def build_command(
       fn build recs --push --registry registry.example.com:5000/team
       fn build --gateway                        # fnserve/gateway:<version> and :latest
     """
-    if gateway:  # the gateway's image (fnserve.cli.docker): for --target docker and clusters
-        from fnserve.cli.docker import build_gateway
+    if gateway:  # the gateway's image: for --target docker and clusters
+        from fnserve.deploy import build_gateway_image
 
         if names or template or bake is not None:
             raise click.UsageError("--gateway builds the gateway's image only: no NAME, --template or --bake")
-        build_gateway(load_settings(registry=registry, base_image=base_image), force=force, push=push)
+        console.print(
+            "[bold]gateway[/]: building its image (fn gateway with the docker and kubernetes clients)"
+        )
+        settings = load_settings(registry=registry, base_image=base_image)
+        for line in build_gateway_image(settings, force=force, push=push, on_output=show):
+            out.print(line)
         return
-    from fnserve.build.function import find_function, function_names
-    from fnserve.build.images import build_image, prepare_build, push_image
-    from fnserve.build.templates import load_template
+    from fnserve.images.builds import build_image, prepare_build, push_image
+    from fnserve.images.source import find_function, function_names
+    from fnserve.images.templates import load_template
 
     settings = load_settings(registry=registry, base_image=base_image)
     names = names or tuple(function_names(settings.project_dir))
@@ -135,7 +140,7 @@ def base_image_command(base_image: str | None, mirror: str | None, force: bool) 
       fn base-image
       fn base-image --mirror http://mirror.internal/debian --force
     """
-    from fnserve.build.base import create_base_image, plan_base
+    from fnserve.images.base import create_base_image, plan_base
 
     settings = load_settings(base_image=base_image, debian_mirror=mirror)
     docker = engine()
@@ -169,8 +174,8 @@ def run_command(name: str, port: int | None, store: str | None, network: str | N
       curl 'http://127.0.0.1:8080/function/recs?user_country=NL&...'
       fn run recs --port 9000 --store s3://models/checkpoints
     """
-    from fnserve.build.function import find_function
-    from fnserve.build.workflows import serve_function
+    from fnserve.docker.running import serve_function
+    from fnserve.images.source import find_function
 
     settings = load_settings(port=port, store=store)
     find_function(settings.project_dir, name)
@@ -219,8 +224,10 @@ class ContainerTraining:
 
     @build_errors
     def train(self, settings: Settings, name: str, data: str | None) -> None:
-        from fnserve.build.containers import parse_memory
-        from fnserve.build.workflows import TrainOptions, ensure_image, render_training, train_function
+        from fnserve.docker.containers import parse_memory
+        from fnserve.docker.training import TrainOptions, train_function
+        from fnserve.images.builds import ensure_image
+        from fnserve.k8s.training import render_training
 
         try:
             memory_bytes = parse_memory(self.memory) if self.memory else None
@@ -236,7 +243,19 @@ class ContainerTraining:
         if image is None:  # the image the cluster will run: this function's current build
             plan = ensure_image(settings, name, engine(), on_output=show).plan
             image = plan.remote(settings.registry)[0] if settings.registry else plan.image
-        manifest = render_training(settings, name, image, options, schedule=self.schedule, secret=self.secret)
+        try:
+            manifest = render_training(
+                settings,
+                name,
+                image,
+                data=data,
+                cpus=self.cpus,
+                memory_bytes=memory_bytes,
+                schedule=self.schedule,
+                secret=self.secret,
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         try:
             import yaml
 

@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
-from fnserve.cli import docker as docker_target
-from fnserve.cli import k8s
+from fnserve import deploy as library
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.gateway.control import Control, connect, running_target
 from fnserve.gateway.platform import PlatformError
@@ -122,34 +121,18 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
         "max_replicas": options.pop("max_replicas"),
         "scale_to_zero_after_s": options.pop("scale_to_zero_after"),
     }
-    # --- the k8s target (fnserve.cli.k8s): its default, --dry-run, and the image a cluster pulls ---
+    scaling = {k: v for k, v in scaling.items() if v is not None}
     dry_run, output = options.pop("dry_run"), options.pop("output")
     settings = load_settings()
-    # No --target: a running gateway's target wins over the configured default (a `fn deploy
-    # --target docker` earlier must not make the next plain `fn deploy` fail).
-    target = target or running_target(settings)
-    target = k8s.resolve_target(settings, target)
     if dry_run:
-        if target != "k8s":
+        if library.resolve_target(settings, target or running_target(settings)) != "k8s":
             raise click.UsageError("--dry-run prints Kubernetes objects: use it with --target k8s")
-        scaling_set = {k: v for k, v in scaling.items() if v is not None}
-        text = k8s.dry_run(settings, name, output=output, image=image, scaling=scaling_set, **options)
+        text = library.dry_run(settings, name, output=output, image=image, scaling=scaling, **options)
         click.echo(text, nl=False)
         return
-    if target == "k8s":
-        image = image or k8s.cluster_image(settings, name)
-        k8s.publish_spec(settings, name)
-    # --- end of the k8s part ---
-    if target == "docker":  # the image (built if its sources changed) and the gateway container
-        image = docker_target.prepare(settings, name, image)
-    ctl = control(target)
-    known = {f["name"] for f in ctl.status()["functions"]}
-    if image is None and ctl.target == "local" and name not in known:
-        image = f"functions/{name}"
-    shown = ctl.deploy(
-        name, image=image, scaling={k: v for k, v in scaling.items() if v is not None}, **options
+    shown = library.deploy(
+        settings, name, target=target, image=image, scaling=scaling, on_output=_say, **options
     )
-    out.print(f"deployed {name} through {ctl.via}")
     print_status([shown])
 
 
@@ -262,6 +245,10 @@ def delete_command(name: str) -> None:
     ctl = control()
     ctl.delete(name)
     out.print(f"deleted {name} through {ctl.via}")
+
+
+def _say(line: str) -> None:
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_status(functions: list[dict[str, Any]]) -> None:

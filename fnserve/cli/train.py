@@ -6,9 +6,9 @@ import click
 
 from fnserve.cli.build import ContainerTraining, container_options
 from fnserve.cli.common import console, load_settings, user_errors
+from fnserve.local.training import TrainError, find_job, run_locally, trainable
 from fnserve.runtime.errors import CheckpointError
 from fnserve.runtime.store import CheckpointStore
-from fnserve.train import TrainError, find_job, run_locally, trainable
 
 
 @click.command("train")

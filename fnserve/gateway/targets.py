@@ -16,8 +16,8 @@ from fnserve.gateway.platform import Platform, PlatformError
 from fnserve.runtime.settings import Settings
 
 TARGETS = {
-    "local": "fnserve.gateway.local",  # `fn serve` processes on this machine
-    "docker": "fnserve.build.platform",  # containers on the local Docker engine
+    "local": "fnserve.local.platform",  # `fn serve` processes on this machine
+    "docker": "fnserve.docker.platform",  # containers on the local Docker engine
     "k8s": "fnserve.k8s.platform",  # Deployments on a Kubernetes cluster
 }
 

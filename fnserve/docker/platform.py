@@ -1,0 +1,290 @@
+"""The ``docker`` target: the gateway's :class:`~fnserve.gateway.platform.Platform` on the local engine.
+
+* state: ``.fnserve/deploy/docker/state.json`` in the project (atomic writes under a file lock, as
+  for ``local``), so the CLI, a gateway on this machine and the gateway container share it;
+* replicas: containers labelled with the project, function and version (:mod:`fnserve.docker.replicas`)
+  on the private bridge network, reached at their address there (from a gateway container on the
+  same network, or from this machine: Linux routes to bridge addresses); ready when ``/readyz``
+  answers 200. Containers outlive the gateway: a new one adopts them;
+* scale: new containers start at once; one being removed is reported draining at once, gets SIGTERM
+  a moment later (the gateway has stopped sending it requests by then; the runtime then finishes what
+  it holds and exits) and SIGKILL only past the drain timeout. Exited ones are removed; one that
+  crashed is replaced (with a growing pause if it never got ready) and the last crash kept for logs.
+
+    platform = DockerPlatform(Settings.load("."), DockerEngine.connect())
+    platform.save_state(FunctionDeployment("recs", {"1": VersionDeployment("fnserve/recs:3f2a9c1b7d0e")}))
+    platform.scale("recs", "1", 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from fnserve.docker.containers import StoreAccess
+from fnserve.docker.replicas import (
+    FUNCTION_LABEL,
+    PORT,
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    SPEC_LABEL,
+    VERSION_LABEL,
+    DockerSettings,
+    Member,
+    plan_version,
+    project_id,
+    replica_access,
+    replica_spec,
+    spec_digest,
+)
+from fnserve.docker.tracker import Tracker
+from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
+from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
+from fnserve.gateway.statefile import StateFile
+from fnserve.runtime.settings import Settings
+
+STOP_DELAY_S = 1.0  # draining -> SIGTERM: the gateway's next refresh (every 0.5 s) routes around it first
+KILL_GRACE_S = 10.0  # past the runtime's drain timeout, SIGKILL
+MAX_LOG_CONTAINERS = 5
+
+
+class DockerPlatform:
+    target = "docker"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: DockerEngine,
+        docker: DockerSettings | None = None,
+        *,
+        probe_timeout_s: float = 0.5,
+        stop_delay_s: float = STOP_DELAY_S,
+    ):
+        self.settings, self.engine = settings, engine
+        self.docker = docker or DockerSettings()
+        self.project = project_id(settings.project_dir)
+        self.state = StateFile(settings.project_dir / ".fnserve" / "deploy" / "docker" / "state.json")
+        self.kill_after_s = settings.drain_timeout_s + KILL_GRACE_S
+        self.known = Tracker(stop_delay_s=stop_delay_s, kill_after_s=self.kill_after_s)
+        self._lock = threading.RLock()
+        self._desired: dict[tuple[str, str], int] = {}
+        self._network = False  # the network is known to exist
+        self._probe = httpx.Client(timeout=probe_timeout_s)
+
+    # --- desired state ----------------------------------------------------------------------
+
+    def load_state(self) -> dict[str, FunctionDeployment]:
+        return self.state.read()
+
+    def save_state(self, deployment: FunctionDeployment) -> None:
+        for version in deployment.versions.values():
+            self._store_access(version)  # the image exists and its replicas can reach the store
+        self.state.change(lambda functions: functions.__setitem__(deployment.name, deployment))
+
+    def delete(self, function: str) -> None:
+        """Forget the function and stop its containers (each drains first), then remove them."""
+        self.state.change(lambda functions: functions.pop(function, None))
+        with self._lock:
+            for key in [k for k in self._desired if k[0] == function]:
+                del self._desired[key]
+            self.known.forget_function(function)
+            containers = self._containers(function)
+
+        def stop(container: ContainerInfo) -> None:
+            self.engine.stop(container.id, timeout_s=int(self.kill_after_s))
+            self._remove(container.id)
+
+        with ThreadPoolExecutor(8) as pool, engine_errors():
+            list(pool.map(stop, containers))
+
+    # --- replicas -----------------------------------------------------------------------------
+
+    def replicas(self, function: str) -> list[Replica]:
+        with self._lock, engine_errors():
+            running = [c for c in self._reconcile(function)[0] if c.state == "running"]
+            draining = set(self.known.draining)
+        found = []
+        for container in running:
+            url, ready = self._url(container), False
+            if url and container.id not in draining:
+                ready = self._answers_ready(url)
+                self.known.probed(container.id, ready)
+            version = container.labels.get(VERSION_LABEL, "")
+            if url:
+                found.append(Replica(function, version, url, ready, container.id in draining, container.id))
+        return found
+
+    def scale(self, function: str, version: str, replicas: int) -> None:
+        if replicas < 0:
+            raise PlatformError(f"cannot scale {function}@{version} to {replicas} replicas", status=422)
+        with self._lock, engine_errors():
+            self._desired[(function, version)] = replicas
+            errors = self._reconcile(function)[1]
+        if errors:
+            raise PlatformError(errors[0])
+
+    def desired(self, function: str, version: str) -> int:
+        with self._lock:
+            if (function, version) not in self._desired:
+                return len(self._live(self._containers(function), version))
+            return self._desired[(function, version)]
+
+    def _reconcile(self, function: str) -> tuple[list[ContainerInfo], list[str]]:
+        """Signal draining containers, remove ended ones, then start or drain some so each version
+        has its desired count of its current spec. Returns the containers seen and start errors."""
+        now, errors = time.monotonic(), []
+        containers = self._containers(function)
+        for container in containers:
+            self._settle(function, container, now)
+        deployment = self.state.read().get(function)
+        versions = deployment.versions if deployment else {}
+        labels = {v for f, v in self._desired if f == function}
+        labels |= {c.labels.get(VERSION_LABEL, "") for c in containers if c.state == "running"}
+        for label in labels:
+            live = self._live(containers, label)
+            spec = versions.get(label)
+            want = self._desired.setdefault((function, label), len(live)) if spec else 0
+            digest = spec_digest(spec) if spec else ""
+            current = [(c, c.labels.get(SPEC_LABEL) == digest) for c in live]
+            members = [
+                Member(c.id, fresh, self.known.ready.get(c.id, False), c.created) for c, fresh in current
+            ]
+            plan = plan_version(members, want)
+            for container_id in plan.stop:
+                self.known.drain(container_id, now=now)
+            if spec is not None and self.known.may_start((function, label), now=now):
+                for _ in range(plan.start):
+                    error = self._start(function, label, spec)
+                    if error:  # the next try waits for the version's pause
+                        errors.append(error)
+                        break
+        return containers, errors
+
+    def _settle(self, function: str, container: ContainerInfo, now: float) -> None:
+        """Send a draining container its signal; remove an ended one, but keep the last crash for logs."""
+        if container.state == "running":
+            signal = self.known.signal(container.id, now=now)
+            if signal is not None:
+                self.engine.kill(container.id, signal)
+            return
+        if container.state not in ("exited", "dead"):
+            return
+        if container.id in self.known.draining or container.exit_code == 0:  # drained, or stopped by hand
+            self._remove(container.id)
+            return
+        key = (function, container.labels.get(VERSION_LABEL, ""))
+        for older in self.known.crashed(key, container.id, now=now):
+            self._remove(older)
+
+    def _start(self, function: str, label: str, spec: VersionDeployment) -> str:
+        """Start one replica; returns "" or why it could not start (also kept for `fn logs`)."""
+        key = (function, label)
+        try:
+            access = self._store_access(spec)
+            if not self._network:
+                self.engine.ensure_network(self.docker.network, {ROLE_LABEL: "network"})
+                self._network = True
+            name = f"fnserve-{function}-{label}-{secrets.token_hex(3)}"
+            where = {"network": self.docker.network, "project": self.project}
+            drain_s = self.settings.drain_timeout_s
+            self.engine.run(
+                replica_spec(function, label, spec, access, name=name, drain_timeout_s=drain_s, **where)
+            )
+        except (EngineError, PlatformError) as exc:
+            self._network = False
+            message = f"cannot start a replica of {function}@{label}: {exc}"
+            self.known.start_failed(key, message, now=time.monotonic())
+            return message
+        self.known.started(key)
+        return ""
+
+    def _store_access(self, version: VersionDeployment) -> StoreAccess:
+        """How the version's replicas reach the checkpoint store; its image must be here."""
+        with engine_errors():
+            info = self.engine.image(version.image)
+        if info is None:
+            raise PlatformError(
+                f"image {version.image} is not in the local Docker engine: `fn build NAME` makes it "
+                "(or pass --image with an image the engine has)",
+                status=422,
+            )
+        return replica_access(self.settings, info.labels, self.docker.network)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _containers(self, function: str) -> list[ContainerInfo]:
+        labels = {ROLE_LABEL: "replica", PROJECT_LABEL: self.project, FUNCTION_LABEL: function}
+        with engine_errors():
+            return self.engine.list_containers(labels)
+
+    def _live(self, containers: list[ContainerInfo], version: str) -> list[ContainerInfo]:
+        return [
+            c
+            for c in containers
+            if c.state == "running"
+            and c.id not in self.known.draining
+            and c.labels.get(VERSION_LABEL) == version
+        ]
+
+    def _url(self, container: ContainerInfo) -> str:
+        address = container.addresses.get(self.docker.network, "")
+        return f"http://{address}:{PORT}" if address else ""
+
+    def _answers_ready(self, url: str) -> bool:
+        try:
+            return self._probe.get(f"{url}/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _remove(self, container: str) -> None:
+        self.known.forget(container)
+        self.engine.remove(container)
+
+    # --- logs and shutdown ---------------------------------------------------------------------
+
+    def logs(self, function: str, *, tail: int = 100) -> list[str]:
+        """The last lines of the function's newest containers (a crashed one included), oldest first."""
+        containers = sorted(self._containers(function), key=lambda c: c.created)[-MAX_LOG_CONTAINERS:]
+        lines = [f"fnserve | {error}" for (f, _), error in self.known.errors.items() if f == function]
+        for container in containers:
+            where = f"{container.labels.get(VERSION_LABEL, '?')}/{container.name}"
+            ended = f" (exited {container.exit_code})" if container.state in ("exited", "dead") else ""
+            try:
+                text = list(self.engine.logs(container.id, tail=tail))
+            except EngineError as exc:
+                text = [f"(no log: {exc})"]
+            lines += [f"{where}{ended} | {line}" for line in text]
+        return lines[-tail:]
+
+    def close(self) -> None:
+        """Replicas outlive the gateway; only this connection to the engine closes."""
+        self._probe.close()
+        self.engine.close()
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """An engine failure is the platform's: the admin API answers 502 with its message."""
+    try:
+        yield
+    except EngineError as exc:
+        raise PlatformError(str(exc)) from None
+
+
+def create_platform(settings: Settings) -> DockerPlatform:
+    """The ``docker`` target's entry point (:mod:`fnserve.gateway.targets`)."""
+    from fnserve.docker_engine import EngineUnavailable
+
+    try:
+        docker = DockerSettings.load(settings.project_dir, os.environ)
+        engine = DockerEngine.connect()
+    except (ValueError, EngineUnavailable) as exc:
+        raise PlatformError(str(exc)) from None
+    return DockerPlatform(settings, engine, docker)

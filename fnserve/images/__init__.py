@@ -1,0 +1,14 @@
+"""Container images: function and gateway image plans computed as data, built through the Docker adapter.
+
+    plan = plan_build(settings, "recs", base_image_id="sha256:...")   # pure: context, Dockerfile, tag
+    image = build_image(plan, engine, on_output=print)               # the engine does the work
+
+Nothing here imports the Docker SDK: :mod:`fnserve.docker_engine` is the one module that talks
+to the engine. Nothing in :mod:`fnserve.runtime` imports this package: images run the runtime.
+"""
+
+from __future__ import annotations
+
+
+class BuildError(Exception):
+    """A build, base image, run or container training could not be done; the message says why."""

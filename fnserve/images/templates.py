@@ -1,0 +1,88 @@
+"""Dockerfile templates: ``fnserve/templates/<name>/Dockerfile`` plus ``template.toml``.
+
+Rendering is substitution only: ``{{ name }}`` placeholders are replaced by values, with no
+conditions or loops, so a template reads as the Dockerfile it becomes. A placeholder without a
+value, or a value that would break the Dockerfile, is an error naming the template.
+
+>>> template = load_template("python")
+>>> template.requirements
+()
+>>> render("FROM {{ base_image }}", {"base_image": "fnserve/base:bookworm"}, where="doc")
+'FROM fnserve/base:bookworm'
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from fnserve.images import BuildError
+
+DEFAULT_TEMPLATE = "tensorflow"
+IMAGE_TEMPLATES = ("gateway",)  # templates of fnserve's own images (kind = "gateway"), not functions'
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    dockerfile: str  # the template text, placeholders unreplaced
+    description: str
+    requirements: tuple[str, ...]  # pip requirements the template adds, in a layer of their own
+
+
+def available_templates() -> list[str]:
+    """Names of the function templates shipped in the package."""
+    root = resources.files("fnserve") / "templates"
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if (entry / "Dockerfile").is_file() and entry.name not in IMAGE_TEMPLATES
+    )
+
+
+def load_template(name: str, *, kind: str = "function") -> Template:
+    """Read a shipped template; an unknown name is an error listing the known ones.
+
+    ``kind="gateway"`` reads the gateway image's template, which no function may use."""
+    folder = resources.files("fnserve") / "templates" / name
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name) or not (folder / "Dockerfile").is_file():
+        known = ", ".join(available_templates())
+        raise BuildError(f"unknown template {name!r}: known templates are {known}")
+    where = f"template {name!r} (template.toml)"
+    try:
+        manifest = tomllib.loads((folder / "template.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BuildError(f"{where}: cannot be read: {exc}") from None
+    if manifest.get("kind", "function") != kind:
+        known = ", ".join(available_templates())
+        raise BuildError(f"template {name!r} is not a {kind} template; function templates are {known}")
+    requirements = manifest.get("requirements", [])
+    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+        raise BuildError(f"{where}: requirements must be a list of strings")
+    return Template(
+        name=name,
+        dockerfile=(folder / "Dockerfile").read_text(),
+        description=str(manifest.get("description", "")),
+        requirements=tuple(requirements),
+    )
+
+
+def placeholders(text: str) -> set[str]:
+    """The placeholder names a template uses."""
+    return set(_PLACEHOLDER.findall(text))
+
+
+def render(text: str, values: Mapping[str, str], *, where: str) -> str:
+    """Replace every ``{{ name }}`` by ``values[name]``; nothing else happens."""
+    missing = sorted(placeholders(text) - set(values))
+    if missing:
+        raise BuildError(f"{where}: no value for placeholder(s) {', '.join(missing)}")
+    for key, value in values.items():
+        if any(c in value for c in "\n\r\"'\\ ") or "{{" in value:
+            # Values are names, tags and paths: whitespace or quotes would change the Dockerfile's meaning.
+            raise BuildError(f"{where}: value for {key} is not a plain word: {value!r}")
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
