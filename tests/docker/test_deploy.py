@@ -49,7 +49,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = tmp_path_factory.mktemp("docker-target")
     folder = project / "functions" / "weighted"
     folder.mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "fns" / "weighted" / "predict.py", folder / "predict.py")
+    shutil.copy(REPO / "tests" / "support" / "fns" / "weighted" / "predict.py", folder / "predict.py")
     (folder / "function.toml").write_text('[build]\ntemplate = "python"\n')
     store = CheckpointStore((project / "store").as_uri(), cache_dir=project / "publish-cache")
     for weight in ("1", "10"):
