@@ -69,6 +69,10 @@ class NotReady(FnError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class VersionChanged(NotReady):
+    """A request computed in several model calls met a model swap between them (retry: one model)."""
+
+
 class FunctionError(FnError):
     """A function file is wrong: bad signature, unknown type, duplicate name. Raised at load time."""
 

@@ -104,7 +104,11 @@ class ServedFunction:
         return latest if latest is not None and (current is None or latest > current) else None
 
     def call(self, columns: dict[str, Any], n: int) -> Outputs:
-        """Run the function on a batch of ``n`` instances (columns); returns their outputs."""
+        """Run the function on a batch of ``n`` instances (columns); returns their outputs.
+
+        The model is read once: the whole batch is computed by that one snapshot, and the outputs
+        carry its version to every request in the batch, whatever is swapped in meanwhile.
+        """
         loaded = self.loaded
         if loaded is None:
             raise CheckpointError(f"function {self.name!r} has no model loaded", status=503)
@@ -119,7 +123,7 @@ class ServedFunction:
         except Exception as exc:
             log.exception("function %s raised", self.name)
             raise ModelError(f"function {self.name!r} failed: {type(exc).__name__}") from exc
-        return Outputs.of(result, n, self.name)
+        return Outputs.of(result, n, self.name, loaded.version)
 
     def describe(self) -> dict[str, Any]:
         loaded = self.loaded

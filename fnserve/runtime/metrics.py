@@ -8,18 +8,6 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-class _Children(dict):
-    """``children[label]`` is ``metric.labels(label)``, looked up once."""
-
-    def __init__(self, metric: Counter):
-        super().__init__()
-        self.metric = metric
-
-    def __missing__(self, label: str) -> Counter:
-        child = self[label] = self.metric.labels(label)
-        return child
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -37,7 +25,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.instances = Counter("fnserve_instances", "Instances predicted", ["function"], registry=r)
+        self.instances = Counter(
+            "fnserve_instances",
+            "Instances predicted, by the checkpoint version whose model computed them (0: none)",
+            ["function", "version"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "fnserve_batch_size", "Instances per model call", ["function"], buckets=BATCH_BUCKETS, registry=r
         )
@@ -54,7 +47,7 @@ class Metrics:
             ["function"],
             registry=r,
         )
-        self.instances_of: dict[str, Counter] = _Children(self.instances)
+        self._instance_children: dict[tuple[str, int | None], Counter] = {}
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.ready = Gauge(
             "fnserve_function_ready", "1 when the function's model is loaded", ["function"], registry=r
@@ -71,3 +64,11 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_instances(self, function: str, version: int | None, n: int) -> None:
+        """Count ``n`` answered instances under the version whose model computed them."""
+        key = (function, version)
+        child = self._instance_children.get(key)
+        if child is None:
+            child = self._instance_children[key] = self.instances.labels(function, str(version or 0))
+        child.inc(n)

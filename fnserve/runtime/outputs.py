@@ -3,7 +3,9 @@
 A function returns one value per instance (an array or list of length n) or, for named
 outputs, a mapping of columns (``{"sea_view": array(n), ...}``). ``Outputs`` keeps that
 columnar form so a batch can be split between the requests it served without touching each
-value, and is turned into JSON, Arrow or Open Inference Protocol tensors at the edge.
+value, and is turned into JSON, Arrow or Open Inference Protocol tensors at the edge. It also
+carries the checkpoint version of the model that computed it: every protocol labels an answer
+with that version, never with the one in memory when the request arrived (a swap may come between).
 
     >>> out = Outputs.of(np.array([0.1, 0.9]), 2, "recs")
     >>> out.slice(1, 2).predictions()
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fnserve.runtime.errors import ModelError
+from fnserve.runtime.errors import ModelError, VersionChanged
 
 Column = np.ndarray | list[Any]
 
@@ -29,34 +31,49 @@ class Outputs:
     n: int
     value: Column | None  # one output per instance, when the function returned a sequence
     named: Mapping[str, Column] | None  # named output columns, when it returned a mapping
+    version: int | None = None  # checkpoint version of the model that computed them; None: no checkpoint
 
     @classmethod
-    def of(cls, result: Any, n: int, function: str) -> Outputs:
-        """Check and normalize what ``function`` returned for a batch of ``n``."""
+    def of(cls, result: Any, n: int, function: str, version: int | None = None) -> Outputs:
+        """Check and normalize what ``function`` (its model at ``version``) returned for a batch of ``n``."""
         if isinstance(result, Mapping):
             named = {str(k): _column(v, n, function, f"output {k!r}") for k, v in result.items()}
-            return cls(n, None, named)
-        return cls(n, _column(result, n, function, "output"), None)
+            return cls(n, None, named, version)
+        return cls(n, _column(result, n, function, "output"), None, version)
 
     @classmethod
     def concat(cls, parts: Sequence[Outputs]) -> Outputs:
+        """One request's parts (computed by separate model calls) as one. They must come from
+        one model version: parts from two (a swap between the calls) raise ``VersionChanged``.
+
+        >>> Outputs.concat([Outputs(1, [1], None, 3), Outputs(1, [2], None, 3)])
+        Outputs(n=2, value=[1, 2], named=None, version=3)
+        """
         if len(parts) == 1:
             return parts[0]
+        version = parts[0].version
+        other = next((p.version for p in parts if p.version != version), version)
+        if other != version:
+            raise VersionChanged(
+                f"the model changed from version {version} to {other} between the calls that "
+                "computed this request; retry"
+            )
         n = sum(p.n for p in parts)
         if all(p.named is not None for p in parts):
             keys = list(parts[0].named or {})
-            return cls(n, None, {k: concat_column([(p.named or {})[k] for p in parts]) for k in keys})
-        return cls(
-            n, concat_column([p.value if p.value is not None else p.predictions() for p in parts]), None
-        )
+            named = {k: concat_column([(p.named or {})[k] for p in parts]) for k in keys}
+            return cls(n, None, named, version)
+        values = concat_column([p.value if p.value is not None else p.predictions() for p in parts])
+        return cls(n, values, None, version)
 
     def slice(self, start: int, stop: int) -> Outputs:
         if start == 0 and stop == self.n:
             return self
         if self.named is not None:
-            return Outputs(stop - start, None, {k: v[start:stop] for k, v in self.named.items()})
+            named = {k: v[start:stop] for k, v in self.named.items()}
+            return Outputs(stop - start, None, named, self.version)
         assert self.value is not None
-        return Outputs(stop - start, self.value[start:stop], None)
+        return Outputs(stop - start, self.value[start:stop], None, self.version)
 
     def jsonable(self) -> Any:
         """What to hand orjson: a numeric array as is (serialized natively, float32 as float32),

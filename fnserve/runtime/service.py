@@ -17,7 +17,7 @@ from typing import Any
 
 from fnserve.runtime.batcher import Batcher
 from fnserve.runtime.codec import Inputs
-from fnserve.runtime.errors import FnError, NotFound, NotReady
+from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.metrics import Metrics
@@ -81,24 +81,56 @@ class Runtime:
             self.batchers[fn.name] = batcher
         return batcher
 
-    def resolve(self, target: str) -> tuple[ServedFunction, int | None]:
-        """``name`` or ``name@version`` to a ready function; a pinned version must be the one in memory."""
-        name, _, pinned = target.partition("@")
+    def resolve(self, target: str) -> tuple[ServedFunction, int | None, int | None]:
+        """``name`` or ``name@version`` to a ready function, the version in memory now, and the
+        pinned version (None: unpinned), which must be the one in memory.
+
+        The version in memory now is only for answers given without the model (a 304): a model
+        may be swapped in before the request is computed, so a prediction is labelled with the
+        version its :class:`Outputs` carry.
+        """
+        name, _, wanted = target.partition("@")
         fn = self.function(name)
         loaded = fn.loaded
         if loaded is None:
             raise NotReady(f"function {name!r} is not ready yet (its model is loading); retry shortly")
-        if pinned and pinned != str(loaded.version):
+        if wanted and wanted != str(loaded.version):
             raise NotFound(
-                f"version {pinned!r} of {name!r} is not served here (serving version {loaded.version})"
+                f"version {wanted!r} of {name!r} is not served here (serving version {loaded.version})"
             )
-        return fn, loaded.version
+        return fn, loaded.version, loaded.version if wanted else None
 
-    async def predict(self, fn: ServedFunction, columns: Inputs, n: int) -> Outputs:
-        """Run ``n`` validated rows through the function's batcher."""
-        outputs = await self.batcher(fn).submit(columns, n, fn.spec.timeout_s)
-        self.metrics.instances_of[fn.name].inc(n)
+    async def predict(
+        self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None
+    ) -> Outputs:
+        """Run ``n`` validated rows through the function's batcher; the outputs carry the version
+        that computed them. A ``pinned`` request computed by another version (swapped in while it
+        queued) fails with 404 rather than be answered by a model it did not ask for.
+        """
+        started = time.perf_counter()
+        batcher = self.batcher(fn)
+        try:
+            outputs = await batcher.submit(columns, n, fn.spec.timeout_s)
+        except VersionChanged:
+            if pinned is not None:
+                raise self._replaced(fn, pinned) from None
+            # A swap came between the model calls of a large request: once more, by one model.
+            remaining_s = fn.spec.timeout_s - (time.perf_counter() - started)
+            if remaining_s <= 0:
+                raise Timeout(f"no answer within the deadline of {fn.spec.timeout_s:g}s") from None
+            outputs = await batcher.submit(columns, n, remaining_s)
+        if pinned is not None and outputs.version != pinned:
+            raise self._replaced(fn, pinned)
+        self.metrics.count_instances(fn.name, outputs.version, n)
         return outputs
+
+    @staticmethod
+    def _replaced(fn: ServedFunction, pinned: int) -> NotFound:
+        serving = fn.loaded.version if fn.loaded is not None else None
+        return NotFound(
+            f"version '{pinned}' of {fn.name!r} was replaced by version {serving} before this request "
+            "was computed; it is not served here any more"
+        )
 
     async def start(self) -> None:
         """Start background loading; returns at once (liveness does not wait for models)."""

@@ -155,4 +155,4 @@ def test_metrics_are_prometheus_text(serve: Any) -> None:
     assert 'fnserve_requests_total{function="double",status="200"} 1.0' in text
     assert 'fnserve_requests_total{function="double",status="422"} 1.0' in text
     assert 'fnserve_function_ready{function="double"} 1.0' in text
-    assert 'fnserve_instances_total{function="double"} 1.0' in text
+    assert 'fnserve_instances_total{function="double",version="0"} 1.0' in text  # no checkpoint: 0

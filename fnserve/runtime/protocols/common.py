@@ -67,9 +67,12 @@ class observed:
         self.runtime.metrics.observe_request(self.function, status, time.perf_counter() - self.started)
 
 
-async def predict(request: Request, runtime: Runtime, fn: ServedFunction, columns: Inputs, n: int) -> Outputs:
-    """Run the rows; if the caller disconnects first, its queued work is dropped."""
-    return await cancel_on_disconnect(request, runtime.predict(fn, columns, n))
+async def predict(
+    request: Request, runtime: Runtime, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None
+) -> Outputs:
+    """Run the rows (by ``pinned`` only, if given); if the caller disconnects first, its queued
+    work is dropped. Answers name ``outputs.version``: the model that computed them."""
+    return await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned))
 
 
 WATCH_AFTER_S = 0.05  # answers faster than this never pay for a disconnect watcher

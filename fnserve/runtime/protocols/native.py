@@ -7,7 +7,8 @@
 * ``POST`` an Arrow IPC stream (``application/vnd.apache.arrow.stream``) — one column per input,
   for large batches (:mod:`fnserve.runtime.protocols.arrow`).
 
-Answers ``{"predictions": [...]}`` with the model version in ``X-Model-Version``, or an Arrow
+Answers ``{"predictions": [...]}`` with the version of the model that computed them in
+``X-Model-Version`` (the one swapped in while a request queued, if so), or an Arrow
 stream of the outputs when ``Accept`` asks for it (or the body was Arrow and ``Accept`` names no
 JSON). GET answers are cacheable: a weak ``ETag`` derived from the function, its model version
 and the normalized query, ``Cache-Control: public, max-age=<@predict(cache_max_age_s=...)>``,
@@ -52,21 +53,24 @@ T = TypeVar("T")
 
 def routes(runtime: Runtime) -> list[Route]:
     async def invoke(request: Request) -> Response:
-        fn, version = runtime.resolve(request.path_params["target"])
+        fn, current, pinned = runtime.resolve(request.path_params["target"])
         with observed(runtime, fn.name):
-            headers = version_header(version) or {}
             if request.method == "GET":
                 instance = codec.parse_query(fn.schema, codec.query_items(request.scope["query_string"]))
                 as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=False)
-                headers.update(cache_headers(fn, version, instance, as_arrow))
-                if "ETag" in headers and etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
-                    return Response(status_code=304, headers=headers)
-                batch: codec.Inputs = codec.Rows([instance])  # stacked with the rest of its batch
-                n = 1
+                cache = cache_headers(fn, current, instance, as_arrow)
+                if "ETag" in cache and etag_matches(request.headers.get("if-none-match"), cache["ETag"]):
+                    return Response(status_code=304, headers={**(version_header(current) or {}), **cache})
+                outputs = await predict(request, runtime, fn, codec.Rows([instance]), 1, pinned)
+                if outputs.version != current:  # swapped in while it queued: tag what answered
+                    cache = cache_headers(fn, outputs.version, instance, as_arrow)
             else:
                 batch, n, was_arrow = await columns_from_body(request, fn, runtime.settings.max_body_bytes)
                 as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=was_arrow)
-            outputs = await predict(request, runtime, fn, batch, n)
+                outputs = await predict(request, runtime, fn, batch, n, pinned)
+                cache = {}
+            headers = version_header(outputs.version) or {}
+            headers.update(cache)
             return answer(outputs, as_arrow, headers)
 
     return [Route("/function/{target}", endpoint(invoke), methods=["GET", "POST"])]

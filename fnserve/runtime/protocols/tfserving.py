@@ -75,14 +75,14 @@ def routes(runtime: Runtime) -> list[Route]:
             raise BadRequest(f"only :predict is served here, not :{verb} (it needs tf.Example signatures)")
         fn, version = resolve(request)
         pin = f"@{version}" if "version" in request.path_params and version is not None else ""
-        fn, version = runtime.resolve(fn.name + pin)  # loaded (else 503), and still that version
+        fn, _, pinned = runtime.resolve(fn.name + pin)  # loaded (else 503), and still that version
         with observed(runtime, fn.name), bad_request():
             payload = parse_json(await read_body(request, runtime.settings.max_body_bytes))
             decode = functools.partial(parse_predict, fn.schema, payload)
             batch, n, row_format = await off_loop_if_images(fn.schema, decode)
-            outputs = await predict(request, runtime, fn, batch, n)
+            outputs = await predict(request, runtime, fn, batch, n, pinned)
             body = {"predictions": outputs.jsonable()} if row_format else {"outputs": columnar(outputs)}
-            return json_response(body, headers=version_header(version))
+            return json_response(body, headers=version_header(outputs.version))
 
     bases = ("/v1/models/{name}", "/v1/models/{name}/versions/{version}")
     return [

@@ -97,14 +97,15 @@ def routes(runtime: Runtime) -> list[Route]:
 
     async def infer(request: Request) -> Response:
         name, wanted = request.path_params["name"], request.path_params.get("version")
-        fn, version = runtime.resolve(f"{name}@{wanted}" if wanted else name)
+        fn, _, pinned = runtime.resolve(f"{name}@{wanted}" if wanted else name)
         with observed(runtime, fn.name), bad_request():
             body = await read_body(request, runtime.settings.max_body_bytes)
             header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
             payload = parse_json(header)
             decode = functools.partial(parse_infer, fn.schema, payload, binary)
             parsed = await off_loop_if_images(fn.schema, decode)
-            outputs = await predict(request, runtime, fn, parsed.columns, parsed.n)
+            outputs = await predict(request, runtime, fn, parsed.columns, parsed.n, pinned)
+            version = outputs.version  # the model that computed them, not the one seen on arrival
             produced = arrow.output_columns(outputs)
             if fn.name not in seen or seen[fn.name][0] != version:
                 seen[fn.name] = (version, [tensor_metadata(k, column) for k, column in produced.items()])
