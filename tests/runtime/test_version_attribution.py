@@ -26,9 +26,9 @@ import pytest
 from fnserve.runtime.errors import VersionChanged
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.store import CheckpointStore
-from tests.serving import start_serve, stop
+from tests.support.serving import start_serve, stop
 
-FNS = Path(__file__).parent.parent / "fns"
+FNS = Path(__file__).resolve().parents[1] / "support" / "fns"
 HOLD_S = 2.0  # the busy first call: long enough for a swap (reload interval 0.2 s) and the queueing
 ARROW = "application/vnd.apache.arrow.stream"
 
