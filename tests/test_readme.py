@@ -46,7 +46,14 @@ def test_tour_function_answers_as_the_readme_shows(tmp_path: Path) -> None:
         assert client.post("/function/fare", json=batch).json() == {"predictions": [335.0, 26.0]}
         bad = client.get("/function/fare?distance_km=-3&cabin=first")
         assert bad.status_code == 422
-        assert bad.json() == {"error": "distance_km: must be >= 0, got -3.0"}
+        assert bad.json() == {
+            "error": "distance_km: must be >= 0, got -3.0; "
+            "cabin: expected one of economy, business, got 'first'",
+            "problems": [
+                {"input": "distance_km", "error": "must be >= 0, got -3.0"},
+                {"input": "cabin", "error": "expected one of economy, business, got 'first'"},
+            ],
+        }
 
 
 def test_scalar_example_from_readme(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Nothing here touches asyncio or HTTP, so every rule is unit-tested directly. Each error is
 a ``ValidationError`` that names the field (and the instance, in a batch) and what was
-expected.
+expected; the rules and their words are :mod:`fnserve.runtime.rules`'. A request is checked
+until its first problem; only then is it walked again to name every problem in one answer, so
+a good request pays nothing for that.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import base64
 import binascii
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 import simplejpeg
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from fnserve.runtime.errors import ValidationError
+from fnserve.runtime import rules
+from fnserve.runtime.errors import BadRequest, Problem, Problems, ValidationError
 from fnserve.runtime.outputs import Outputs, concat_column
 from fnserve.runtime.schema import InputField, OutputSpec, Schema
 
@@ -30,39 +33,101 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def query_items(query_string: bytes) -> list[tuple[str, str]]:
-    """A raw query string's ``(name, value)`` pairs, as Starlette's ``QueryParams`` reads them.
+    """A raw query string's ``(name, value)`` pairs, as Starlette's ``QueryParams`` reads them,
+    except that text which is not UTF-8 is refused (400 naming it), not replaced with U+FFFD.
 
-    The common case (no escapes) is split directly: this runs for every GET prediction, and
-    ``urllib.parse.parse_qsl`` costs several times more.
+    The common case (ASCII, no escapes) is split directly: this runs for every GET prediction,
+    and ``urllib.parse.parse_qsl`` costs several times more.
 
-    >>> query_items(b"a=1&b=x%20y&flag")
-    [('a', '1'), ('b', 'x y'), ('flag', '')]
+    >>> query_items(b"a=1&b=x%20y&flag&c=caf%C3%A9")
+    [('a', '1'), ('b', 'x y'), ('flag', ''), ('c', 'café')]
+    >>> query_items(b"user_country=%FF")
+    Traceback (most recent call last):
+    ...
+    fnserve.runtime.errors.BadRequest: user_country: not valid UTF-8 text
     """
     text = query_string.decode("latin-1")
-    if "%" in text or "+" in text:
-        return parse_qsl(text, keep_blank_values=True)
+    if "%" in text or "+" in text or not text.isascii():
+        return _unquoted_items(query_string)
     return [(name, value) for name, _, value in (part.partition("=") for part in text.split("&") if part)]
 
 
-def parse_query(schema: Schema, items: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """One instance from query parameters (``GET /function/{name}?a=1&b=x``)."""
-    raw: dict[str, str] = {}
+def _unquoted_items(query_string: bytes) -> list[tuple[str, str]]:
+    """``parse_qsl`` over bytes, decoding each name and value as strict UTF-8."""
+    items, problems = [], []
+    for part in query_string.split(b"&"):
+        if not part:
+            continue
+        name, _, value = (unquote_to_bytes(p.replace(b"+", b" ")) for p in part.partition(b"="))
+        try:
+            key = name.decode()
+        except UnicodeDecodeError:
+            shown = name.decode(errors="backslashreplace")
+            problems.append(Problem(shown, f"parameter name is {rules.NOT_UTF8}"))
+            continue
+        try:
+            items.append((key, value.decode()))
+        except UnicodeDecodeError:
+            problems.append(Problem(key, rules.NOT_UTF8))
+    if problems:
+        raise BadRequest.of(problems, len(problems))
+    return items
+
+
+def parse_query(
+    schema: Schema, items: Sequence[tuple[str, str]], values: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One instance from query parameters (``GET /function/{name}?a=1&b=x``), and from ``values``:
+    inputs given otherwise (the bytes of a raw image body). Several problems: one error naming
+    them all."""
+    raw: dict[str, Any] = {}
+    for key, value in items:
+        field = schema.field(key)
+        if field is None or key in raw or field.kind == "image":
+            raise _query_problems(schema, items, values)
+        raw[key] = value
+    if values:
+        raw.update(values)
+    instance: dict[str, Any] = {}
+    try:
+        for field in schema.inputs:  # one pass: convert, check, fill defaults
+            text = raw.get(field.name)
+            instance[field.name] = checked_or_default(
+                field, None if text is None else from_text(field, text), field.name
+            )
+    except ValidationError:
+        raise _query_problems(schema, items, values) from None
+    return instance
+
+
+def _query_problems(
+    schema: Schema, items: Sequence[tuple[str, str]], values: Mapping[str, Any] | None
+) -> ValidationError:
+    """Every problem of a query, once :func:`parse_query` has met the first."""
+    problems = Problems()
+    raw: dict[str, Any] = {}
+    named: set[str] = set()  # parameters with a problem of their own: their values are not checked
     for key, value in items:
         field = schema.field(key)
         if field is None:
-            raise ValidationError(f"unknown parameter {key!r}; expected {_names(schema)}")
-        if key in raw:
-            raise ValidationError(f"parameter {key!r} is given more than once")
-        if field.kind == "image":
-            raise ValidationError(f"{key}: images cannot be sent as query parameters; POST the image bytes")
-        raw[key] = value
-    instance: dict[str, Any] = {}
-    for field in schema.inputs:  # one pass: convert, check, fill defaults
-        text = raw.get(field.name)
-        instance[field.name] = checked_or_default(
-            field, None if text is None else from_text(field, text), field.name
-        )
-    return instance
+            problem = rules.unknown(schema, "parameter")
+        elif key in raw or key in named:
+            problem = "given more than once"
+        elif field.kind == "image":
+            problem = "images cannot be sent as query parameters; POST the image bytes"
+        else:
+            raw[key] = value
+            continue
+        if key not in named:
+            named.add(key)
+            problems.add(ValidationError.at(key, problem))
+    raw.update(values or {})
+    for field in schema.inputs:
+        if field.name not in named:
+            with problems:
+                text = raw.get(field.name)
+                checked_or_default(field, None if text is None else from_text(field, text), field.name)
+    return problems.error()
 
 
 def from_text(field: InputField, text: str) -> Any:
@@ -71,35 +136,51 @@ def from_text(field: InputField, text: str) -> Any:
         try:
             return int(text)
         except ValueError:
-            raise ValidationError(f"{field.name}: expected an integer, got {text!r}") from None
+            raise ValidationError.at(field.name, rules.expected("int", repr(text))) from None
     if field.kind == "float":
         try:
             return float(text)
         except ValueError:
-            raise ValidationError(f"{field.name}: expected a number, got {text!r}") from None
+            raise ValidationError.at(field.name, rules.expected("float", repr(text))) from None
     if field.kind == "bool":
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
-        raise ValidationError(f"{field.name}: expected true or false, got {text!r}")
+        raise ValidationError.at(field.name, rules.expected("bool", repr(text)))
     if field.kind == "tensor":
         parts = text.strip("[]").split(",") if text.strip("[]") else []
         try:
             return [float(p) for p in parts]
         except ValueError:
-            raise ValidationError(f"{field.name}: expected comma-separated numbers, got {text!r}") from None
+            raise ValidationError.at(field.name, f"expected comma-separated numbers, got {text!r}") from None
     return text
 
 
 def validate_instance(schema: Schema, instance: Any, where: str = "") -> dict[str, Any]:
-    """Check one instance (a JSON object) against the schema; fill defaults."""
+    """Check one instance (a JSON object) against the schema; fill defaults. Several problems:
+    one error naming them all."""
     if not isinstance(instance, Mapping):
-        raise ValidationError(
-            f"{where.rstrip('.') or 'body'}: expected a JSON object of inputs, got {_kind(instance)}"
+        raise ValidationError.at(
+            where.rstrip(".") or "body", f"expected a JSON object of inputs, got {rules.describe(instance)}"
         )
     for key in instance:
         if schema.field(key) is None:
-            raise ValidationError(f"{where}{key}: unknown input; expected {_names(schema)}")
-    return {f.name: checked_or_default(f, instance.get(f.name), where + f.name) for f in schema.inputs}
+            raise _instance_problems(schema, instance, where)
+    try:
+        return {f.name: checked_or_default(f, instance.get(f.name), where + f.name) for f in schema.inputs}
+    except ValidationError:
+        raise _instance_problems(schema, instance, where) from None
+
+
+def _instance_problems(schema: Schema, instance: Mapping[str, Any], where: str) -> ValidationError:
+    """Every problem of an instance, once :func:`validate_instance` has met the first."""
+    problems = Problems()
+    for key in instance:
+        if schema.field(key) is None:
+            problems.add(ValidationError.at(f"{where}{key}", rules.unknown(schema)))
+    for field in schema.inputs:
+        with problems:
+            checked_or_default(field, instance.get(field.name), where + field.name)
+    return problems.error()
 
 
 def checked_or_default(field: InputField, value: Any, label: str) -> Any:
@@ -107,7 +188,7 @@ def checked_or_default(field: InputField, value: Any, label: str) -> Any:
     it is required."""
     if value is None:
         if field.required:
-            raise ValidationError(f"{label}: missing required input ({field.kind})")
+            raise ValidationError.at(label, rules.missing(field))
         return field.default
     return check_value(field, value, label)
 
@@ -119,28 +200,28 @@ def check_value(field: InputField, value: Any, label: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValidationError(f"{label}: expected an integer, got {_kind(value)}")
-        if not -(2**63) <= value < 2**63:
-            raise ValidationError(f"{label}: {value} does not fit in a 64-bit integer")
+            raise ValidationError.at(label, rules.expected(kind, rules.describe(value)))
+        if not rules.INT64_MIN <= value < rules.INT64_END:
+            raise ValidationError.at(label, rules.int64_overflow(value))
         return _bounded(field, value, label)
     if kind == "float":
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValidationError(f"{label}: expected a number, got {_kind(value)}")
+            raise ValidationError.at(label, rules.expected(kind, rules.describe(value)))
         value = float(value)
         if not math.isfinite(value) and not (field.constraint and field.constraint.allow_nan):
-            raise ValidationError(f"{label}: expected a finite number, got {value}")
+            raise ValidationError.at(label, rules.not_finite(value))
         return _bounded(field, value, label)
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ValidationError(f"{label}: expected true or false, got {_kind(value)}")
+            raise ValidationError.at(label, rules.expected(kind, rules.describe(value)))
         return value
     if kind == "str":
         if not isinstance(value, str):
-            raise ValidationError(f"{label}: expected a string, got {_kind(value)}")
+            raise ValidationError.at(label, rules.expected(kind, rules.describe(value)))
         return value
     if kind == "category":
         if value not in field.choices:
-            raise ValidationError(f"{label}: expected one of {', '.join(field.choices)}, got {value!r}")
+            raise ValidationError.at(label, rules.not_a_choice(field.choices, value))
         return value
     if kind == "tensor":
         return _tensor(field, value, label)
@@ -152,10 +233,9 @@ def check_value(field: InputField, value: Any, label: str) -> Any:
 def _bounded(field: InputField, value: float, label: str) -> Any:
     c = field.constraint
     if c is not None and math.isfinite(value):
-        if c.ge is not None and value < c.ge:
-            raise ValidationError(f"{label}: must be >= {c.ge}, got {value}")
-        if c.le is not None and value > c.le:
-            raise ValidationError(f"{label}: must be <= {c.le}, got {value}")
+        problem = rules.outside(c, value)
+        if problem is not None:
+            raise ValidationError.at(label, problem)
     return value
 
 
@@ -167,30 +247,30 @@ def _tensor(field: InputField, value: Any, label: str) -> np.ndarray:
         try:
             array = np.asarray(value, dtype=np.float64 if field.tensor.dtype != "bool" else bool)
         except (ValueError, TypeError):
-            raise ValidationError(
-                f"{label}: expected a nested list of numbers of shape {_shape(field)}"
+            raise ValidationError.at(
+                label, f"expected a nested list of numbers of shape {rules.shape_text(field.shape)}"
             ) from None
     if array.ndim != len(field.shape) or any(
         want is not None and want != got for want, got in zip(field.shape, array.shape, strict=True)
     ):
-        raise ValidationError(f"{label}: expected shape {_shape(field)}, got {list(array.shape)}")
-    nan_allowed = field.constraint is not None and field.constraint.allow_nan
+        raise ValidationError.at(label, rules.wrong_shape(field, array.shape))
+    nan_allowed = rules.nan_ok(field)
     if array.dtype.kind == "f" and not nan_allowed and not np.isfinite(array).all():
-        raise ValidationError(f"{label}: expected finite numbers, got NaN or infinity")
-    integral = field.tensor.dtype.startswith(("int", "uint"))
+        raise ValidationError.at(label, rules.TENSOR_NOT_FINITE)
+    dtype = field.tensor.dtype
+    integral = dtype.startswith(("int", "uint"))
     if integral and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-        raise ValidationError(f"{label}: expected integers ({field.tensor.dtype})")
+        raise ValidationError.at(label, rules.not_integral(dtype))
     # The cast below would silently wrap out-of-range integers (300 -> 44 in uint8) and turn
     # large floats into infinity: refuse such values instead of handing the model wrong ones.
-    target = np.dtype(field.tensor.dtype)
     if integral and array.size:
-        info = np.iinfo(target)
-        if array.min() < info.min or array.max() >= info.max + 1:  # `>= max + 1`: exact for float64
-            raise ValidationError(f"{label}: expected integers from {info.min} to {info.max} ({target.name})")
+        low, high = rules.integer_range(dtype)
+        if array.min() < low or array.max() >= high + 1:  # `>= high + 1`: exact for float64
+            raise ValidationError.at(label, rules.out_of_range(dtype))
     with np.errstate(over="ignore"):
-        converted = array.astype(target, copy=False)
-    if target.kind == "f" and not nan_allowed and not np.isfinite(converted).all():
-        raise ValidationError(f"{label}: a value is too large for {target.name}")
+        converted = array.astype(dtype, copy=False)
+    if converted.dtype.kind == "f" and not nan_allowed and not np.isfinite(converted).all():
+        raise ValidationError.at(label, rules.too_large(dtype))
     return converted
 
 
@@ -201,14 +281,14 @@ def image_bytes(value: Any, label: str) -> bytes:
     if isinstance(value, Mapping) and set(value) == {"b64"}:
         value = value["b64"]
     if not isinstance(value, str):
-        raise ValidationError(f"{label}: expected a base64-encoded image, got {_kind(value)}")
+        raise ValidationError.at(label, f"expected a base64-encoded image, got {rules.describe(value)}")
     if value.startswith("data:") and "," in value:  # data URLs as produced by browsers
         value = value.split(",", 1)[1]
     try:
         # Line breaks are common (the `base64` tool wraps at 76 columns); other junk is an error.
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ValidationError(f"{label}: not valid base64") from None
+        raise ValidationError.at(label, "not valid base64") from None
 
 
 def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
@@ -223,9 +303,8 @@ def decode_image(field: InputField, data: bytes, label: str) -> np.ndarray:
     except ValidationError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise ValidationError(
-            f"{label}: not a decodable image (expected JPEG, PNG, GIF, BMP or WebP)"
-        ) from None
+        expected = "expected JPEG, PNG, GIF, BMP or WebP"
+        raise ValidationError.at(label, f"not a decodable image ({expected})") from None
     if field.image.size is None or pixels.shape[:2] == field.image.size:
         return pixels
     height, width = field.image.size
@@ -252,7 +331,7 @@ def _decode_jpeg(field: InputField, data: bytes, label: str) -> np.ndarray | Non
 def _check_pixels(width: int, height: int, label: str) -> None:
     """Refuse decompression bombs from their header, before decoding them."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise ValidationError(f"{label}: image of {width}x{height} pixels is too large")
+        raise ValidationError.at(label, f"image of {width}x{height} pixels is too large")
 
 
 class Rows(list[dict[str, Any]]):
@@ -309,27 +388,3 @@ def slice_columns(columns: Inputs, start: int, stop: int) -> Inputs:
     if isinstance(columns, Rows):
         return Rows(columns[start:stop])
     return {name: column[start:stop] for name, column in columns.items()}
-
-
-def _names(schema: Schema) -> str:
-    return ", ".join(f.name for f in schema.inputs)
-
-
-def _shape(field: InputField) -> str:
-    return "[" + ", ".join("*" if d is None else str(d) for d in field.shape) + "]"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value[:40]!r}"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__

@@ -2,17 +2,18 @@
 
 Arrow bodies, Open Inference Protocol tensors and TF Serving's ``inputs`` arrive as one
 column per input; checking them value by value in Python would cost more than the model.
-Here every rule of :mod:`fnserve.runtime.codec` (types, ``Field`` bounds, NaN, categories,
-tensor shapes and dtype ranges) runs as numpy operations over the whole column, and an
-error still names the input and the first offending row:
+Here every rule of :mod:`fnserve.runtime.rules` (types, ``Field`` bounds, NaN, categories,
+tensor shapes and dtype ranges) runs as numpy operations over the whole column, worded as the
+row-by-row checks of :mod:`fnserve.runtime.codec` word it, and an error names the input and
+every offending row (the first :data:`~fnserve.runtime.errors.MAX_PROBLEMS` of them):
 
     >>> from fnserve.runtime.schema import InputField
     >>> from fnserve.runtime.types import Field
-    >>> price = InputField("hotel_price", "float", True, constraint=Field(ge=0))
-    >>> check(price, np.array([120.0, 99.5, -3.0]))
+    >>> price = InputField("price", "float", True, constraint=Field(ge=0))
+    >>> check(price, np.array([120.0, -9.5, 80.0, -3.0]))
     Traceback (most recent call last):
     ...
-    fnserve.runtime.errors.ValidationError: hotel_price[2]: must be >= 0, got -3.0
+    fnserve.runtime.errors.ValidationError: price[1]: must be >= 0, got -9.5; price[3]: must be >= 0, got -3.0
     >>> from_json(price, [120, 99.5]).dtype
     dtype('float64')
 
@@ -23,18 +24,17 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from fnserve.runtime import codec
-from fnserve.runtime.errors import PayloadTooLarge, ValidationError
+from fnserve.runtime import codec, rules
+from fnserve.runtime.errors import MAX_PROBLEMS, PayloadTooLarge, Problem, Problems, ValidationError
 from fnserve.runtime.schema import InputField, Schema
 
 MAX_ROWS = 10_000  # most rows one request may carry, whatever its format (413 beyond)
 SMALL_BATCH = 8  # fewer JSON instances than this are checked one by one, more column by column
-_INT64 = np.iinfo(np.int64)
 
 
 def at(label: str, row: int) -> str:
@@ -43,17 +43,51 @@ def at(label: str, row: int) -> str:
 
 
 def fail(label: str, row: int, problem: str) -> ValidationError:
-    return ValidationError(f"{at(label, row)}: {problem}")
-
-
-def first(mask: np.ndarray) -> int | None:
-    """Index of the first row where ``mask`` (one bool per row) is true, or None."""
-    return int(np.argmax(mask)) if mask.any() else None
+    return ValidationError.at(at(label, row), problem)
 
 
 def rows_mask(mask: np.ndarray) -> np.ndarray:
     """Collapse an elementwise mask of shape (n, ...) to one bool per row."""
     return mask if mask.ndim == 1 else np.asarray(mask.reshape(len(mask), -1).any(axis=1))
+
+
+class BadRows:
+    """The rows of one column that break a rule, each named once, for the first rule it breaks.
+
+    While every row is good, :meth:`flag` costs one ``mask.any()``. Once some are bad, later
+    rules see only the other rows (:meth:`clean` makes the bad ones harmless for casts), and
+    :meth:`raise_any` names them all in one error.
+    """
+
+    __slots__ = ("count", "found", "label", "taken")
+
+    def __init__(self, label: str):
+        self.label = label
+        self.taken: np.ndarray | None = None  # one bool per row: already named
+        self.found: list[Problem] = []
+        self.count = 0
+
+    def flag(self, mask: np.ndarray, message: Callable[[int], str]) -> None:
+        """Rows where ``mask`` (one bool per row) holds break a rule; ``message(row)`` words it."""
+        if self.taken is not None:
+            mask = mask & ~self.taken
+        if not mask.any():
+            return
+        self.taken = mask if self.taken is None else self.taken | mask
+        rows = np.flatnonzero(mask)
+        self.count += len(rows)
+        for row in rows[: MAX_PROBLEMS - len(self.found)].tolist():
+            self.found.append(Problem(at(self.label, row), message(row)))
+
+    def clean(self, column: np.ndarray) -> np.ndarray:
+        """``column`` with the rows named so far set to 0 (NaN would not cast to an integer)."""
+        if self.taken is None:
+            return column
+        return np.where(self.taken.reshape(-1, *(1,) * (column.ndim - 1)), 0, column)
+
+    def raise_any(self) -> None:
+        if self.count:
+            raise ValidationError.of(self.found, self.count)
 
 
 def check(field: InputField, column: np.ndarray, label: str | None = None) -> Any:
@@ -69,17 +103,17 @@ def check(field: InputField, column: np.ndarray, label: str | None = None) -> An
         return _number(field, column, label)
     if kind == "bool":
         if column.dtype.kind != "b":
-            raise fail(label, 0, f"expected true or false, got {_dtype(column)}")
+            raise fail(label, 0, rules.expected(kind, _dtype(column)))
         return column.reshape(len(column))
     if kind in ("str", "category"):
         if column.dtype.kind == "U":
             column = column.astype(object)
         elif column.dtype.kind != "O":
-            raise fail(label, 0, f"expected a string, got {_dtype(column)}")
+            raise fail(label, 0, rules.expected("str", _dtype(column)))
         if kind == "category" and not _choice_set(field.choices).issuperset(column.tolist()):
-            bad = first(~np.isin(column, field.choices))
-            if bad is not None:
-                raise fail(label, bad, f"expected one of {', '.join(field.choices)}, got {column[bad]!r}")
+            bad = BadRows(label)
+            bad.flag(~np.isin(column, field.choices), functools.partial(_not_a_choice, field, column))
+            bad.raise_any()
         return column
     return _tensor(field, column, label)
 
@@ -92,35 +126,36 @@ def _choice_set(choices: tuple[str, ...]) -> frozenset[str]:
 def _number(field: InputField, column: np.ndarray, label: str) -> np.ndarray:
     code = column.dtype.kind
     if code not in "iuf":
-        raise fail(
-            label, 0, f"expected {'an integer' if field.kind == 'int' else 'a number'}, got {_dtype(column)}"
-        )
-    nan_ok = field.constraint is not None and field.constraint.allow_nan
+        raise fail(label, 0, rules.expected(field.kind, _dtype(column)))
+    bad = BadRows(label)
     if field.kind == "int":
         if code == "f":
-            whole = np.isfinite(column) & (np.mod(column, 1) == 0)
-            bad = first(~whole)
-            if bad is not None:
-                raise fail(label, bad, f"expected an integer, got number {float(column[bad])}")
-        if code != "i" and column.size:
-            bad = first((column < _INT64.min) | (column >= 2.0**63))
-            if bad is not None:
-                raise fail(label, bad, f"{column[bad]} does not fit in a 64-bit integer")
-        column = column.astype(np.int64, copy=False)
+            column = column.astype(np.float64, copy=False)  # float16 cannot even hold the limits
+            with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not whole, as it should be
+                whole = np.isfinite(column) & (np.mod(column, 1) == 0)
+            bad.flag(~whole, lambda row: rules.expected("int", rules.describe(float(column[row]))))
+            outside = (column < rules.INT64_MIN) | (column >= rules.INT64_END)  # exact in float64
+            bad.flag(outside, lambda row: rules.int64_overflow(column[row]))
+        elif code == "u":
+            bad.flag(column >= rules.INT64_END, lambda row: rules.int64_overflow(column[row]))
+        column = bad.clean(column).astype(np.int64, copy=False)
     else:
         column = column.astype(np.float64, copy=False)
-        if not nan_ok:
-            bad = first(~np.isfinite(column))
-            if bad is not None:
-                raise fail(label, bad, f"expected a finite number, got {float(column[bad])}")
-    bounds = field.constraint
-    if bounds is not None and (bounds.ge is not None or bounds.le is not None):
-        for limit, word, outside in ((bounds.ge, ">=", np.less), (bounds.le, "<=", np.greater)):
-            if limit is not None:
-                bad = first(outside(column, limit))  # NaN compares false: never out of bounds
-                if bad is not None:
-                    raise fail(label, bad, f"must be {word} {limit}, got {column[bad].item()}")
+        if not rules.nan_ok(field):
+            bad.flag(~np.isfinite(column), lambda row: rules.not_finite(column[row]))
+    for word, limit in rules.bounds(field.constraint):
+        outside = (np.less if word == ">=" else np.greater)(column, limit)  # NaN is never outside
+        bad.flag(outside, functools.partial(_out_of_bounds, word, limit, column))
+    bad.raise_any()
     return column
+
+
+def _out_of_bounds(word: str, limit: float, column: np.ndarray, row: int) -> str:
+    return rules.out_of_bounds(word, limit, column[row].item())
+
+
+def _not_a_choice(field: InputField, column: np.ndarray, row: int) -> str:
+    return rules.not_a_choice(field.choices, column[row])
 
 
 def _tensor(field: InputField, column: np.ndarray, label: str) -> np.ndarray:
@@ -128,45 +163,35 @@ def _tensor(field: InputField, column: np.ndarray, label: str) -> np.ndarray:
     want = field.shape
     got = column.shape[1:]
     if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got, strict=True)):
-        shape = "[" + ", ".join("*" if d is None else str(d) for d in want) + "]"
-        raise fail(label, 0, f"expected shape {shape}, got {list(got)}")
+        raise fail(label, 0, rules.wrong_shape(field, got))
     target = np.dtype(field.dtype)
     code = column.dtype.kind
     if code not in "biuf" or (code == "b") != (target.kind == "b"):
         raise fail(label, 0, f"expected {target.name} values, got {_dtype(column)}")
+    bad = BadRows(label)
+    nan_ok = rules.nan_ok(field)
+    if code == "f" and not nan_ok:
+        bad.flag(rows_mask(~np.isfinite(column)), lambda _: rules.TENSOR_NOT_FINITE)
     if column.dtype == target:
-        if code == "f" and not _nan_ok(field):
-            _finite(column, label)
+        bad.raise_any()
         return column
-    if code == "f" and not _nan_ok(field):
-        _finite(column, label)
     if target.kind in "iu":
+        column = bad.clean(column)
         if code == "f":
-            bad = first(rows_mask(np.mod(column, 1) != 0))
-            if bad is not None:
-                raise fail(label, bad, f"expected integers ({target.name})")
-        info = np.iinfo(target)
+            with np.errstate(invalid="ignore"):  # NaN (allowed) % 1 is NaN: not whole
+                fraction = np.mod(column, 1) != 0
+            bad.flag(rows_mask(fraction), lambda _: rules.not_integral(target.name))
+        low, high = rules.integer_range(target.name)
         if column.size:
-            bad = first(rows_mask((column < info.min) | (column >= info.max + 1)))
-            if bad is not None:
-                raise fail(label, bad, f"expected integers from {info.min} to {info.max} ({target.name})")
+            outside = (column < low) | (column >= high + 1)  # `>= high + 1`: exact for float64
+            bad.flag(rows_mask(outside), lambda _: rules.out_of_range(target.name))
+        column = bad.clean(column)
     with np.errstate(over="ignore"):
         converted = column.astype(target)
-    if target.kind == "f" and not _nan_ok(field):
-        bad = first(rows_mask(~np.isfinite(converted)))
-        if bad is not None:
-            raise fail(label, bad, f"a value is too large for {target.name}")
+    if target.kind == "f" and not nan_ok:
+        bad.flag(rows_mask(~np.isfinite(converted)), lambda _: rules.too_large(target.name))
+    bad.raise_any()
     return converted
-
-
-def _finite(column: np.ndarray, label: str) -> None:
-    bad = first(rows_mask(~np.isfinite(column)))
-    if bad is not None:
-        raise fail(label, bad, "expected finite numbers, got NaN or infinity")
-
-
-def _nan_ok(field: InputField) -> bool:
-    return field.constraint is not None and field.constraint.allow_nan
 
 
 def from_json(field: InputField, values: Sequence[Any], label: str | None = None) -> Any:
@@ -176,24 +201,24 @@ def from_json(field: InputField, values: Sequence[Any], label: str | None = None
     if kind == "image":
         return images(field, values, label)
     if not isinstance(values, list):
-        raise ValidationError(f"{label}: expected a list with one value per row, got {codec._kind(values)}")
+        got = rules.describe(values)
+        raise ValidationError.at(label, f"expected a list with one value per row, got {got}")
     if kind == "tensor":
         return _json_tensor(field, values, label)
     types = set(map(type, values))
-    if type(None) in types:
-        values = _fill_nulls(field, values, label)
+    if type(None) in types:  # JSON null means "not given": the default, or missing if required
+        if field.required:
+            raise _row_problems(field, values, label)
+        values = [field.default if v is None else v for v in values]
         types = set(map(type, values))
     allowed = {"int": (int, float), "float": (int, float), "bool": (bool,)}.get(kind, (str,))
     if not types <= set(allowed):
-        bad = next((i for i, v in enumerate(values) if type(v) not in allowed), 0)
-        codec.check_value(field, values[bad], at(label, bad))  # raises the precise message
-        raise fail(label, bad, "unexpected value")  # pragma: no cover - check_value raised
+        raise _row_problems(field, values, label)
     if kind in ("int", "float"):
         try:
             column = np.array(values, dtype=np.int64 if kind == "int" and types <= {int} else np.float64)
         except OverflowError:
-            bad = next((i for i, v in enumerate(values) if not _INT64.min <= v <= _INT64.max), 0)
-            raise fail(label, bad, f"{values[bad]} does not fit in a 64-bit integer") from None
+            raise _row_problems(field, values, label) from None
         return _number(field, column, label)
     column = np.array(values, dtype=bool if kind == "bool" else object)
     return check(field, column, label)
@@ -205,25 +230,42 @@ def from_instances(schema: Schema, instances: list[Any]) -> tuple[dict[str, Any]
     Errors name the instance: ``instances[3].hotel_price: must be >= 0, got -3.0``.
     """
     if len(instances) < SMALL_BATCH:  # a few rows: checking each value directly is quicker
-        rows = [codec.validate_instance(schema, inst, f"instances[{i}].") for i, inst in enumerate(instances)]
+        try:
+            rows = [
+                codec.validate_instance(schema, inst, f"instances[{i}].") for i, inst in enumerate(instances)
+            ]
+        except ValidationError:
+            raise _instance_problems(schema, instances) from None
         return codec.to_columns(schema, rows), len(rows)
     names = {f.name for f in schema.inputs}
     if set(map(type, instances)) != {dict} or not names.issuperset(itertools.chain.from_iterable(instances)):
-        for i, instance in enumerate(instances):  # the error path: name the first culprit
-            if not isinstance(instance, dict) or not instance.keys() <= names:
-                codec.validate_instance(schema, instance, f"instances[{i}].")
+        raise _instance_problems(schema, instances)  # not objects, or unknown inputs: row by row
     batch = {}
+    problems = Problems()
     for f in schema.inputs:  # dict.get through map: one C loop per input, None where not given
         values = list(map(dict.get, instances, itertools.repeat(f.name)))
-        batch[f.name] = from_json(f, values, f"instances[{{row}}].{f.name}")
+        with problems:
+            batch[f.name] = from_json(f, values, f"instances[{{row}}].{f.name}")
+    problems.raise_any()
     return batch, len(instances)
 
 
-def _fill_nulls(field: InputField, values: list[Any], label: str) -> list[Any]:
-    """JSON null means "not given": the default for optional inputs, an error for required ones."""
-    if field.required:
-        raise fail(label, values.index(None), f"missing required input ({field.kind})")
-    return [field.default if v is None else v for v in values]
+def _instance_problems(schema: Schema, instances: list[Any]) -> ValidationError:
+    """Every problem of every instance, checked one by one (the error path)."""
+    problems = Problems()
+    for i, instance in enumerate(instances):
+        with problems:
+            codec.validate_instance(schema, instance, f"instances[{i}].")
+    return problems.error()
+
+
+def _row_problems(field: InputField, values: list[Any], label: str) -> ValidationError:
+    """Every bad value of a JSON list, checked one by one (the error path: mixed types)."""
+    problems = Problems()
+    for row, value in enumerate(values):
+        with problems:
+            codec.checked_or_default(field, value, at(label, row))
+    return problems.error()
 
 
 def _json_tensor(field: InputField, values: list[Any], label: str) -> Any:
@@ -235,7 +277,11 @@ def _json_tensor(field: InputField, values: list[Any], label: str) -> Any:
     if column is None or column.ndim != len(field.shape) + 1:
         # Ragged or not numbers: find the culprit row by row (the error path), or keep a
         # list of arrays when the field's shape is variable.
-        rows = [codec.check_value(field, v, at(label, i)) for i, v in enumerate(values)]
+        rows, problems = [], Problems()
+        for i, value in enumerate(values):
+            with problems:
+                rows.append(codec.check_value(field, value, at(label, i)))
+        problems.raise_any()
         shapes = {r.shape for r in rows}
         return np.stack(rows) if len(shapes) == 1 else rows
     return _tensor(field, column, label)
@@ -244,10 +290,11 @@ def _json_tensor(field: InputField, values: list[Any], label: str) -> Any:
 def images(field: InputField, blobs: Sequence[Any], label: str | None = None) -> Any:
     """Encoded images (bytes, base64 text or ``{"b64": ...}``) decoded and stacked."""
     label = label or field.name
-    pixels = [
-        codec.decode_image(field, codec.image_bytes(blob, at(label, i)), at(label, i))
-        for i, blob in enumerate(blobs)
-    ]
+    pixels, problems = [], Problems()
+    for i, blob in enumerate(blobs):
+        with problems:
+            pixels.append(codec.decode_image(field, codec.image_bytes(blob, at(label, i)), at(label, i)))
+    problems.raise_any()
     if field.image is not None and field.image.size is not None:
         return np.stack(pixels) if pixels else np.zeros((0, *field.shape), np.uint8)
     return pixels
@@ -262,19 +309,19 @@ def default_column(field: InputField, n: int) -> Any:
 
 
 def complete(schema: Schema, given: Mapping[str, Any], n: int) -> dict[str, Any]:
-    """Every input's column in schema order: unknown names refused, defaults filled."""
-    for name in given:
-        if schema.field(name) is None:
-            expected = ", ".join(f.name for f in schema.inputs)
-            raise ValidationError(f"{name}: unknown input; expected {expected}")
+    """Every input's column in schema order: unknown names refused, defaults filled (one error
+    naming every unknown and missing input)."""
+    found = [Problem(name, rules.unknown(schema)) for name in given if schema.field(name) is None]
     columns: dict[str, Any] = {}
     for field in schema.inputs:
         if field.name in given:
             columns[field.name] = given[field.name]
         elif field.required:
-            raise ValidationError(f"{field.name}: missing required input ({field.kind})")
+            found.append(Problem(field.name, rules.missing(field)))
         else:
             columns[field.name] = default_column(field, n)
+    if found:
+        raise ValidationError.of(found, len(found))
     return columns
 
 
@@ -283,7 +330,7 @@ def check_rows(n: int, what: str) -> None:
     if n > MAX_ROWS:
         raise PayloadTooLarge(f"{what}: {n} rows is over the limit of {MAX_ROWS}")
     if n < 1:
-        raise ValidationError(f"{what}: expected at least one row")
+        raise ValidationError.at(what, "expected at least one row")
 
 
 def _dtype(column: np.ndarray) -> str:

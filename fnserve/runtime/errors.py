@@ -3,9 +3,38 @@
 Every error a request can meet carries its HTTP status; one handler in the app turns it
 into ``{"error": message}``. Load-time errors (bad function file, missing checkpoint) are
 ``FunctionError``/``CheckpointError`` and name the file, function or checkpoint at fault.
+
+A request with several bad inputs gets one answer naming them all: checks raise a
+``ValidationError`` per problem, :class:`Problems` gathers them, and the answer lists the first
+:data:`MAX_PROBLEMS` (also as ``"problems"``, one ``{"input", "error"}`` each) and counts the rest:
+
+    >>> problems = Problems()
+    >>> for label in ("price", "day"):
+    ...     with problems:
+    ...         raise ValidationError.at(label, "must be >= 0, got -1")
+    >>> problems.error().message
+    'price: must be >= 0, got -1; day: must be >= 0, got -1'
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+MAX_PROBLEMS = 20  # problems named in one answer; the rest are counted ("and 9980 more")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad input: where (``price``, ``instances[3].price``, ``price[2]``) and what is wrong."""
+
+    input: str | None  # None: the request as a whole
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.input}: {self.error}" if self.input is not None else self.error
 
 
 class FnError(Exception):
@@ -13,12 +42,43 @@ class FnError(Exception):
 
     status: int = 500
 
-    def __init__(self, message: str, *, status: int | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        problems: Sequence[Problem] = (),
+        count: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         self.headers = headers or {}
+        self.problems = tuple(problems)  # the ones named, at most MAX_PROBLEMS
+        self.count = count if count is not None else max(1, len(self.problems))  # all of them
+
+    @classmethod
+    def at(cls, label: str, error: str) -> Self:
+        """The error ``"{label}: {error}"`` about one input."""
+        return cls(f"{label}: {error}", problems=(Problem(label, error),))
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem], count: int, *, status: int | None = None) -> Self:
+        """One error naming the first :data:`MAX_PROBLEMS` of ``count`` problems."""
+        shown = tuple(problems[:MAX_PROBLEMS])
+        message = "; ".join(map(str, shown))
+        if count > len(shown):
+            message += f"; and {count - len(shown)} more"
+        return cls(message, status=status, problems=shown, count=count)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON answer: ``{"error": ...}``, with ``"problems"`` when there are several."""
+        body: dict[str, Any] = {"error": self.message}
+        if self.count > 1:
+            body["problems"] = [{"input": p.input, "error": p.error} for p in self.problems]
+        return body
 
 
 class BadRequest(FnError):
@@ -31,6 +91,41 @@ class ValidationError(FnError):
     """The request decodes but an input is wrong: names the field and what was expected."""
 
     status = 422
+
+
+class Problems:
+    """Gathers the validation errors of several checks (``with problems: ...`` each), so that
+    one answer names every bad input. Other errors pass through at once."""
+
+    __slots__ = ("count", "found")
+
+    def __init__(self) -> None:
+        self.found: list[Problem] = []
+        self.count = 0
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if not isinstance(exc, ValidationError):
+            return False
+        self.add(exc)
+        return True
+
+    def add(self, exc: FnError) -> None:
+        self.found.extend((exc.problems or (Problem(None, exc.message),))[: MAX_PROBLEMS - len(self.found)])
+        self.count += exc.count
+
+    def error(self, status: int | None = None) -> ValidationError:
+        """All the problems found as one error (422, or ``status``)."""
+        assert self.count, "no problem was found"
+        return ValidationError.of(self.found, self.count, status=status)
+
+    def raise_any(self) -> None:
+        if self.count:
+            raise self.error()
 
 
 class NotFound(FnError):

@@ -8,6 +8,7 @@ can take the process's memory.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import secrets
 import zlib
@@ -18,7 +19,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fnserve.runtime.errors import BadRequest, FnError, PayloadTooLarge, UnsupportedMediaType
+from fnserve.runtime import rules
+from fnserve.runtime.errors import BadRequest, FnError, PayloadTooLarge, Problem, UnsupportedMediaType
 
 log = logging.getLogger("fnserve.http")
 
@@ -38,7 +40,7 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(exc: FnError) -> Response:
-    return json_response({"error": exc.message}, exc.status, exc.headers)
+    return json_response(exc.payload(), exc.status, exc.headers)
 
 
 def media_type(request: Request) -> str:
@@ -93,7 +95,51 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc.args[0] if exc.args else exc}") from None
+        reason = str(exc.args[0] if exc.args else exc)
+        if "UTF-8" in reason:
+            raise not_utf8(body) from None
+        raise BadRequest(f"request body is not valid JSON: {reason}") from None
+
+
+def not_utf8(body: bytes) -> BadRequest:
+    """A 400 naming where a JSON body holds text that is not UTF-8 (the error path only).
+
+    >>> not_utf8(b'{"instances": [{"country": "NL"}, {"country": "\\xff"}]}').message
+    'instances[1].country: not valid UTF-8 text'
+    """
+    try:  # the bad bytes become lone surrogates, which the json module lets through
+        document = json.loads(body.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return BadRequest("request body is not valid UTF-8")
+    found: list[Problem] = []
+    _find_bad_text(document, "", found)
+    if not found:
+        return BadRequest("request body is not valid UTF-8")
+    return BadRequest.of(found, len(found))
+
+
+def _find_bad_text(value: Any, path: str, found: list[Problem]) -> None:
+    if isinstance(value, str):
+        if not _is_text(value):
+            found.append(Problem(path or "request body", rules.NOT_UTF8))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _find_bad_text(item, f"{path}[{i}]", found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if not _is_text(key):
+                found.append(Problem(path or "request body", f"a key is {rules.NOT_UTF8}"))
+            else:
+                _find_bad_text(item, where, found)
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _ID_PREFIX = secrets.token_hex(4)  # this process's; the counter tells its requests apart

@@ -78,13 +78,13 @@ def test_query_value_of_the_wrong_type_names_the_field(key: str, text: str, matc
 
 
 def test_query_unknown_parameter_is_named() -> None:
-    with pytest.raises(ValidationError, match="unknown parameter 'colour'"):
-        codec.parse_query(SCHEMA, [("colour", "red")])
+    with pytest.raises(ValidationError, match=r"^colour: unknown parameter; expected count, ratio, flag"):
+        codec.parse_query(SCHEMA, [*QUERY.items(), ("colour", "red")])
 
 
 def test_query_repeated_parameter_is_refused() -> None:
-    with pytest.raises(ValidationError, match="'ratio' is given more than once"):
-        codec.parse_query(SCHEMA, [("ratio", "1"), ("ratio", "2")])
+    with pytest.raises(ValidationError, match=r"^ratio: given more than once$"):
+        codec.parse_query(SCHEMA, [*QUERY.items(), ("ratio", "2")])
 
 
 def test_query_images_are_refused() -> None:
@@ -294,7 +294,7 @@ def test_tensor_values_at_the_dtype_limits_are_kept() -> None:
         b"name=caf%C3%A9&q=a+b",
         b"a=%zz&b=%41",
         b"&a=1&",
-        "naïve=é".encode("latin-1"),
+        b"a=%2B+%26&=v&%3D=%3d",
     ],
 )
 def test_query_items_read_the_query_string_as_starlette_does(raw: bytes) -> None:

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 from starlette.responses import Response
 
-from fnserve.runtime import columns
-from fnserve.runtime.errors import BadRequest, ModelError, PayloadTooLarge, ValidationError
+from fnserve.runtime import columns, rules
+from fnserve.runtime.errors import BadRequest, ModelError, PayloadTooLarge, Problems, ValidationError
 from fnserve.runtime.http import ARROW_STREAM_TYPE, JSON_TYPE
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.schema import InputField, Schema
@@ -50,19 +50,24 @@ def has_encoded_images(schema: Schema, table: pa.Table) -> bool:
 
 
 def decode_table(schema: Schema, table: pa.Table) -> tuple[dict[str, Any], int]:
-    """A read Arrow table to validated input columns and their row count."""
+    """A read Arrow table to validated input columns and their row count (or one error naming
+    every bad, unknown or missing column)."""
     n = table.num_rows
     columns.check_rows(n, "Arrow body")
-    given = {}
+    given: dict[str, Any] = {}
+    problems = Problems()
     for name in table.column_names:
         field = schema.field(name)
+        given[name] = None  # complete() names an unknown one
         if field is not None:
             chunked = table.column(name)
             array = chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
-            given[name] = from_arrow(field, array)
-        else:
-            given[name] = None  # complete() names it
-    return columns.complete(schema, given, n), n
+            with problems:
+                given[name] = from_arrow(field, array)
+    with problems:
+        checked = columns.complete(schema, given, n)
+    problems.raise_any()
+    return checked, n
 
 
 def read_table(body: bytes, file_format: bool = False) -> pa.Table:
@@ -90,15 +95,17 @@ def from_arrow(field: InputField, array: pa.Array, label: str | None = None) -> 
     kind, arrow_type = field.kind, array.type
     if array.null_count:
         if field.required or kind in ("tensor", "image"):
+            bad = columns.BadRows(label)
             nulls = array.is_null().to_numpy(zero_copy_only=False)
-            raise columns.fail(label, int(np.argmax(nulls)), f"missing required input ({kind}): null")
+            bad.flag(nulls, lambda _: f"{rules.missing(field)}: null")
+            bad.raise_any()
         if pa.types.is_dictionary(arrow_type):
             array, arrow_type = array.dictionary_decode(), arrow_type.value_type
         try:
             array = array.fill_null(pa.scalar(field.default, type=arrow_type))
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            raise ValidationError(
-                f"{label}: a null cannot take the default {field.default!r} in a column of {arrow_type}"
+            raise ValidationError.at(
+                label, f"a null cannot take the default {field.default!r} in a column of {arrow_type}"
             ) from None
     if pa.types.is_dictionary(arrow_type):
         if kind in ("str", "category") and pa.types.is_string(arrow_type.value_type):
@@ -130,10 +137,10 @@ def _dictionary_strings(field: InputField, array: pa.DictionaryArray, label: str
     if field.kind == "category":
         bad_codes = np.flatnonzero(~np.isin(words, field.choices))
         if bad_codes.size:
-            bad = columns.first(np.isin(codes, bad_codes))
-            if bad is not None:
-                got = words[codes[bad]]
-                raise columns.fail(label, bad, f"expected one of {', '.join(field.choices)}, got {got!r}")
+            bad = columns.BadRows(label)
+            named = np.isin(codes, bad_codes)
+            bad.flag(named, lambda row: rules.not_a_choice(field.choices, words[codes[row]]))
+            bad.raise_any()
     return np.asarray(words[codes], dtype=object)
 
 
@@ -190,7 +197,7 @@ def _is_binary(arrow_type: pa.DataType) -> bool:
 
 
 def _wrong_type(label: str, expected: str, got: pa.DataType) -> ValidationError:
-    return ValidationError(f"{label}: expected an Arrow column of {expected}, got {got}")
+    return ValidationError.at(label, f"expected an Arrow column of {expected}, got {got}")
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -172,11 +172,5 @@ def raw_image_instance(fn: ServedFunction, body: bytes, request: Request) -> dic
     field = images[0]
     if not body:
         raise BadRequest(f"{field.name}: request body is empty; expected image bytes")
-    unknown = [k for k in request.query_params if fn.schema.field(k) is None]
-    if unknown:
-        raise ValidationError(f"unknown parameter {unknown[0]!r}")
-    instance = {
-        k: codec.from_text(f, v) for k, v in request.query_params.items() if (f := fn.schema.field(k))
-    }
-    instance[field.name] = codec.decode_image(field, body, field.name)
-    return codec.validate_instance(fn.schema, instance)
+    items = codec.query_items(request.scope["query_string"])
+    return codec.parse_query(fn.schema, items, {field.name: body})  # decoded with the rest checked

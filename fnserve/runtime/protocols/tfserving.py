@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.runtime import columns
-from fnserve.runtime.errors import BadRequest, NotFound
+from fnserve.runtime.errors import BadRequest, NotFound, Problems
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import json_response, parse_json, read_body
 from fnserve.runtime.outputs import Outputs
@@ -130,11 +130,18 @@ def parse_predict(schema: Schema, payload: Any) -> tuple[dict[str, Any], int, bo
     if any(size != n for size in sizes.values()):
         raise BadRequest(f"inputs: every input needs the same number of rows, got {sizes}")
     columns.check_rows(n, "inputs")
-    given = {
-        name: _column(field, values, name) if (field := schema.field(name)) else None
-        for name, values in inputs.items()
-    }
-    return columns.complete(schema, given, n), n, False
+    given: dict[str, Any] = {}
+    problems = Problems()
+    for name, values in inputs.items():
+        field = schema.field(name)
+        given[name] = None  # complete() names an unknown one
+        if field is not None:
+            with problems:
+                given[name] = _column(field, values, name)
+    with problems:
+        checked = columns.complete(schema, given, n)
+    problems.raise_any()
+    return checked, n, False
 
 
 def _is_inputs_object(value: Any) -> bool:

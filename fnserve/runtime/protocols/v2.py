@@ -35,8 +35,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve import __version__
-from fnserve.runtime import columns
-from fnserve.runtime.errors import BadRequest, NotFound, ValidationError
+from fnserve.runtime import columns, rules
+from fnserve.runtime.errors import BadRequest, NotFound, Problems, ValidationError
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import JSON_TYPE, json_response, parse_json, read_body
 from fnserve.runtime.protocols import arrow
@@ -129,7 +129,7 @@ def bad_request() -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise BadRequest(exc.message) from None
+        raise BadRequest(exc.message, problems=exc.problems, count=exc.count) from None
 
 
 def metadata(fn: ServedFunction, outputs: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -157,7 +157,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
 
 
 def parse_infer(schema: Schema, payload: Any, binary: memoryview) -> InferRequest:
-    """An inference request object to checked columns (400 naming the input on a problem)."""
+    """An inference request object to checked columns (400 naming every bad, unknown or missing
+    input on a problem; a malformed request is refused at its first fault)."""
     if not isinstance(payload, dict):
         raise BadRequest("request body: expected an inference request object")
     request_id, parameters = payload.get("id"), _parameters(payload, "request")
@@ -169,33 +170,39 @@ def parse_infer(schema: Schema, payload: Any, binary: memoryview) -> InferReques
     given: dict[str, Any] = {}
     rows: int | None = None
     offset = 0
+    problems = Problems()
     for i, tensor in enumerate(tensors):
-        name, shape = _check_tensor(i, tensor)
-        field = schema.field(name)
-        if field is None:
-            expected = ", ".join(f.name for f in schema.inputs)
-            raise BadRequest(f"{name}: unknown input; expected {expected}")
-        if name in given:
-            raise BadRequest(f"{name}: given more than once")
-        if rows is not None and shape[0] != rows:
-            raise BadRequest(f"{name}: batch size {shape[0]} differs from the other inputs' {rows}")
-        rows = shape[0]
-        columns.check_rows(rows, name)
-        given[name], used = column(field, tensor, binary[offset:])
-        offset += used
+        name, shape, size = _check_tensor(i, tensor)
+        start, offset = offset, offset + size  # where the next input's binary data starts
+        with problems:
+            field = schema.field(name)
+            if field is None:
+                raise ValidationError.at(name, rules.unknown(schema))
+            if name in given:
+                raise ValidationError.at(name, "given more than once")
+            given[name] = None  # refused below if its data is
+            if rows is not None and shape[0] != rows:
+                raise ValidationError.at(name, f"batch size {shape[0]} differs from the other inputs' {rows}")
+            rows = shape[0]
+            columns.check_rows(rows, name)
+            given[name] = column(field, tensor, binary[start:])[0]
+    with problems:
+        checked = columns.complete(schema, given, rows or 0)
+    problems.raise_any()
     if offset != len(binary):
         raise BadRequest(f"binary tensor data: {len(binary) - offset} bytes more than the inputs declare")
     assert rows is not None
     return InferRequest(
         request_id,
-        columns.complete(schema, given, rows),
+        checked,
         rows,
         _requested_outputs(payload),
         parameters.get("binary_data_output") is True,
     )
 
 
-def _check_tensor(i: int, tensor: Any) -> tuple[str, list[int]]:
+def _check_tensor(i: int, tensor: Any) -> tuple[str, list[int], int]:
+    """A request input's name, shape and binary data size (0: its data is in the JSON)."""
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise BadRequest(f"inputs[{i}]: expected an object with name, shape, datatype and data")
     name, shape, datatype = tensor["name"], tensor.get("shape"), tensor.get("datatype")
@@ -206,7 +213,7 @@ def _check_tensor(i: int, tensor: Any) -> tuple[str, list[int]]:
     size = _parameters(tensor, name).get("binary_data_size")
     if size is not None and not _is_count(size):
         raise BadRequest(f"{name}: binary_data_size must be a non-negative integer")
-    return name, shape
+    return name, shape, size or 0
 
 
 def _is_count(value: Any) -> bool:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from fnserve.runtime import columns
-from fnserve.runtime.errors import ModelError, ValidationError
+from fnserve.runtime import columns, rules
+from fnserve.runtime.errors import ModelError, Problem, ValidationError
 from fnserve.runtime.schema import InputField, OutputSpec
 
 DTYPES = {
@@ -87,17 +87,17 @@ def column(field: InputField, tensor: dict[str, Any], binary: bytes | memoryview
         expected = (
             "a numeric datatype (INT*, UINT*, FP*)" if allowed == NUMERIC else " or ".join(sorted(allowed))
         )
-        raise ValidationError(f"{name}: datatype {datatype} does not suit this input; expected {expected}")
+        raise ValidationError.at(name, f"datatype {datatype} does not suit this input; expected {expected}")
     count = int(np.prod(shape, dtype=np.int64))
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None and size > len(binary):
-        raise ValidationError(
-            f"{name}: binary_data_size {size} is more than the {len(binary)} bytes of binary data left"
+        raise ValidationError.at(
+            name, f"binary_data_size {size} is more than the {len(binary)} bytes of binary data left"
         )
     if datatype == "BYTES":
         items = _bytes_items(name, count, size, tensor, binary)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise ValidationError(f"{name}: expected shape [batch] or [batch, 1], got {shape}")
+            raise ValidationError.at(name, f"expected shape [batch] or [batch, 1], got {shape}")
         if field.kind == "image":
             return columns.images(field, items), size or 0
         if size is not None:
@@ -106,9 +106,10 @@ def column(field: InputField, tensor: dict[str, Any], binary: bytes | memoryview
     dtype = DTYPES[datatype]
     if size is not None:
         if size != count * dtype.itemsize:
-            raise ValidationError(
-                f"{name}: binary_data_size {size} does not match shape {shape} of {datatype} "
-                f"({count * dtype.itemsize} bytes)"
+            raise ValidationError.at(
+                name,
+                f"binary_data_size {size} does not match shape {shape} of {datatype} "
+                f"({count * dtype.itemsize} bytes)",
             )
         array = np.frombuffer(binary, dtype=dtype, count=count) if count else np.zeros(0, dtype)
     else:
@@ -116,22 +117,23 @@ def column(field: InputField, tensor: dict[str, Any], binary: bytes | memoryview
     array = array.reshape(shape)
     if field.kind in ("int", "float", "bool"):
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise ValidationError(f"{name}: expected shape [batch] or [batch, 1], got {shape}")
+            raise ValidationError.at(name, f"expected shape [batch] or [batch, 1], got {shape}")
         array = array.reshape(shape[0])
     return columns.check(field, array), size or 0
 
 
 def _json_numbers(name: str, tensor: dict[str, Any], count: int) -> np.ndarray:
     if "data" not in tensor:
-        raise ValidationError(f"{name}: no data (give data, or parameters.binary_data_size)")
+        raise ValidationError.at(name, "no data (give data, or parameters.binary_data_size)")
     try:
         array = np.asarray(tensor["data"])
     except ValueError:
-        raise ValidationError(f"{name}: data is ragged; expected {count} values in row-major order") from None
+        ragged = f"data is ragged; expected {count} values in row-major order"
+        raise ValidationError.at(name, ragged) from None
     if array.dtype.kind not in "biuf":
-        raise ValidationError(f"{name}: data must be numbers (or booleans for BOOL)")
+        raise ValidationError.at(name, "data must be numbers (or booleans for BOOL)")
     if array.size != count:
-        raise ValidationError(f"{name}: shape {tensor['shape']} needs {count} values, got {array.size}")
+        raise ValidationError.at(name, f"shape {tensor['shape']} needs {count} values, got {array.size}")
     return array.reshape(-1)
 
 
@@ -141,28 +143,28 @@ def _bytes_items(
     """BYTES elements: from JSON (strings, or ``{"b64": ...}`` for images) or 4-byte-length-prefixed."""
     if size is None:
         if "data" not in tensor:
-            raise ValidationError(f"{name}: no data (give data, or parameters.binary_data_size)")
+            raise ValidationError.at(name, "no data (give data, or parameters.binary_data_size)")
         data = tensor["data"]
         if not isinstance(data, list):
-            raise ValidationError(f"{name}: data must be a list")
+            raise ValidationError.at(name, "data must be a list")
         if data and isinstance(data[0], list):  # nested [[...], [...]]: flatten one level per dim
             data = [item for row in data for item in (row if isinstance(row, list) else [row])]
         if len(data) != count:
-            raise ValidationError(f"{name}: shape {tensor['shape']} needs {count} values, got {len(data)}")
+            raise ValidationError.at(name, f"shape {tensor['shape']} needs {count} values, got {len(data)}")
         return data
     view, offset = memoryview(binary)[:size], 0
     items: list[Any] = []
     while offset < size:
         if offset + 4 > size:
-            raise ValidationError(f"{name}: binary BYTES data is truncated")
+            raise ValidationError.at(name, "binary BYTES data is truncated")
         (length,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + length > size:
-            raise ValidationError(f"{name}: binary BYTES element {len(items)} is truncated")
+            raise ValidationError.at(name, f"binary BYTES element {len(items)} is truncated")
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if len(items) != count:
-        raise ValidationError(f"{name}: shape {tensor['shape']} needs {count} values, got {len(items)}")
+        raise ValidationError.at(name, f"shape {tensor['shape']} needs {count} values, got {len(items)}")
     return items
 
 
@@ -170,8 +172,8 @@ def _utf8(name: str, items: list[bytes]) -> list[str]:
     try:
         return [item.decode() for item in items]
     except UnicodeDecodeError:
-        row = next((i for i, item in enumerate(items) if not _is_utf8(item)), 0)
-        raise ValidationError(f"{name}[{row}]: not valid UTF-8 text") from None
+        bad = [Problem(f"{name}[{r}]", rules.NOT_UTF8) for r, item in enumerate(items) if not _is_utf8(item)]
+        raise ValidationError.of(bad, len(bad)) from None
 
 
 def _is_utf8(item: bytes) -> bool:
