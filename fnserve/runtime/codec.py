@@ -232,10 +232,12 @@ def check_value(field: InputField, value: Any, label: str) -> Any:
 
 def _bounded(field: InputField, value: float, label: str) -> Any:
     c = field.constraint
-    if c is not None and math.isfinite(value):
-        problem = rules.outside(c, value)
-        if problem is not None:
-            raise ValidationError.at(label, problem)
+    # The bounds inline, rules.outside() only to word a hit: a call per bounded value costs ~2%
+    # of a GET's parse.
+    if c is None or not math.isfinite(value):
+        return value
+    if (c.ge is not None and value < c.ge) or (c.le is not None and value > c.le):
+        raise ValidationError.at(label, rules.outside(c, value))
     return value
 
 

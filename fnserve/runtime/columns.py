@@ -43,7 +43,8 @@ def at(label: str, row: int) -> str:
 
 
 def fail(label: str, row: int, problem: str) -> ValidationError:
-    return ValidationError.at(at(label, row), problem)
+    where = at(label, row)
+    return ValidationError(f"{where}: {problem}", problems=(Problem(where, problem, row),))
 
 
 def rows_mask(mask: np.ndarray) -> np.ndarray:
@@ -76,8 +77,8 @@ class BadRows:
         self.taken = mask if self.taken is None else self.taken | mask
         rows = np.flatnonzero(mask)
         self.count += len(rows)
-        for row in rows[: MAX_PROBLEMS - len(self.found)].tolist():
-            self.found.append(Problem(at(self.label, row), message(row)))
+        for row in rows[:MAX_PROBLEMS].tolist():  # each rule's first rows hold the column's first
+            self.found.append(Problem(at(self.label, row), message(row), row))
 
     def clean(self, column: np.ndarray) -> np.ndarray:
         """``column`` with the rows named so far set to 0 (NaN would not cast to an integer)."""
@@ -87,7 +88,7 @@ class BadRows:
 
     def raise_any(self) -> None:
         if self.count:
-            raise ValidationError.of(self.found, self.count)
+            raise ValidationError.of(sorted(self.found, key=_row), self.count)
 
 
 def check(field: InputField, column: np.ndarray, label: str | None = None) -> Any:
@@ -240,14 +241,27 @@ def from_instances(schema: Schema, instances: list[Any]) -> tuple[dict[str, Any]
     names = {f.name for f in schema.inputs}
     if set(map(type, instances)) != {dict} or not names.issuperset(itertools.chain.from_iterable(instances)):
         raise _instance_problems(schema, instances)  # not objects, or unknown inputs: row by row
-    batch = {}
-    problems = Problems()
+    batch, failed = {}, []
     for f in schema.inputs:  # dict.get through map: one C loop per input, None where not given
         values = list(map(dict.get, instances, itertools.repeat(f.name)))
-        with problems:
+        try:
             batch[f.name] = from_json(f, values, f"instances[{{row}}].{f.name}")
-    problems.raise_any()
+        except ValidationError as exc:
+            failed.append(exc)
+    if failed:
+        raise _row_by_row(failed)
     return batch, len(instances)
+
+
+def _row_by_row(errors: list[ValidationError]) -> ValidationError:
+    """Several columns' errors as one, named row by row as the per-instance path names them
+    (each column names its first bad rows, so they hold the batch's first problems)."""
+    found = sorted((p for e in errors for p in e.problems), key=_row)
+    return ValidationError.of(found, sum(e.count for e in errors))
+
+
+def _row(problem: Problem) -> int:
+    return -1 if problem.row is None else problem.row  # a whole column's problem first
 
 
 def _instance_problems(schema: Schema, instances: list[Any]) -> ValidationError:
@@ -263,7 +277,7 @@ def _row_problems(field: InputField, values: list[Any], label: str) -> Validatio
     """Every bad value of a JSON list, checked one by one (the error path: mixed types)."""
     problems = Problems()
     for row, value in enumerate(values):
-        with problems:
+        with problems.at_row(row):
             codec.checked_or_default(field, value, at(label, row))
     return problems.error()
 
@@ -279,7 +293,7 @@ def _json_tensor(field: InputField, values: list[Any], label: str) -> Any:
         # list of arrays when the field's shape is variable.
         rows, problems = [], Problems()
         for i, value in enumerate(values):
-            with problems:
+            with problems.at_row(i):
                 rows.append(codec.check_value(field, value, at(label, i)))
         problems.raise_any()
         shapes = {r.shape for r in rows}
@@ -292,7 +306,7 @@ def images(field: InputField, blobs: Sequence[Any], label: str | None = None) ->
     label = label or field.name
     pixels, problems = [], Problems()
     for i, blob in enumerate(blobs):
-        with problems:
+        with problems.at_row(i):
             pixels.append(codec.decode_image(field, codec.image_bytes(blob, at(label, i)), at(label, i)))
     problems.raise_any()
     if field.image is not None and field.image.size is not None:

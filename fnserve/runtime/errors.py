@@ -19,7 +19,7 @@ A request with several bad inputs gets one answer naming them all: checks raise 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +32,7 @@ class Problem:
 
     input: str | None  # None: the request as a whole
     error: str
+    row: int | None = None  # in a batch: its row, to name a batch's problems row by row
 
     def __str__(self) -> str:
         return f"{self.input}: {self.error}" if self.input is not None else self.error
@@ -97,11 +98,17 @@ class Problems:
     """Gathers the validation errors of several checks (``with problems: ...`` each), so that
     one answer names every bad input. Other errors pass through at once."""
 
-    __slots__ = ("count", "found")
+    __slots__ = ("count", "found", "row")
 
     def __init__(self) -> None:
         self.found: list[Problem] = []
         self.count = 0
+        self.row: int | None = None
+
+    def at_row(self, row: int) -> Problems:
+        """``with problems.at_row(3): ...``: what the check raises is about row 3."""
+        self.row = row
+        return self
 
     def __enter__(self) -> Problems:
         return self
@@ -109,13 +116,15 @@ class Problems:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        row, self.row = self.row, None
         if not isinstance(exc, ValidationError):
             return False
-        self.add(exc)
+        self.add(exc, row)
         return True
 
-    def add(self, exc: FnError) -> None:
-        self.found.extend((exc.problems or (Problem(None, exc.message),))[: MAX_PROBLEMS - len(self.found)])
+    def add(self, exc: FnError, row: int | None = None) -> None:
+        found = (exc.problems or (Problem(None, exc.message),))[: MAX_PROBLEMS - len(self.found)]
+        self.found.extend(found if row is None else (replace(p, row=row) for p in found))
         self.count += exc.count
 
     def error(self, status: int | None = None) -> ValidationError:

@@ -48,13 +48,12 @@ def bounds(constraint: Field | None) -> tuple[tuple[str, float], ...]:
     return tuple((word, limit) for word, limit in given if limit is not None)
 
 
-def outside(constraint: Field, value: float) -> str | None:
-    """What is wrong with a finite ``value`` under ``constraint``'s bounds, or None."""
+def outside(constraint: Field, value: float) -> str:
+    """What is wrong with a finite ``value`` outside ``constraint``'s bounds."""
     if constraint.ge is not None and value < constraint.ge:
         return out_of_bounds(">=", constraint.ge, value)
-    if constraint.le is not None and value > constraint.le:
-        return out_of_bounds("<=", constraint.le, value)
-    return None
+    assert constraint.le is not None and value > constraint.le, "the value is within the bounds"
+    return out_of_bounds("<=", constraint.le, value)
 
 
 @functools.lru_cache(maxsize=16)
