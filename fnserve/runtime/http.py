@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fnserve.runtime import rules
@@ -58,11 +58,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise body_ended_early(size, int(declared) if declared is not None else None) from None
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -70,6 +73,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("gzip", "x-gzip", "deflate"):
         return _inflate(body, encoding, limit)
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+
+
+def body_ended_early(received: int | None, declared: int | None) -> BadRequest:
+    """The 400 for a body that stopped before its end: the client closed its side (or its
+    connection) mid-body, or its framing broke. It is a bad request, not a failure of ours; a
+    client that is gone never reads it, and nothing is logged.
+
+    >>> body_ended_early(8, 20).message
+    'the request body ended after 8 of the 20 bytes its Content-Length declares'
+    >>> body_ended_early(3, None).message
+    'the chunked request body ended after 3 bytes, before its last chunk'
+    """
+    if declared is not None:
+        got = f"{received} of the" if received is not None else "fewer than the"
+        return BadRequest(f"the request body ended after {got} {declared} bytes its Content-Length declares")
+    after = f" after {received} bytes," if received is not None else ""
+    return BadRequest(f"the chunked request body ended{after} before its last chunk")
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
