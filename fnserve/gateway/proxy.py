@@ -191,7 +191,7 @@ class Proxy:
         chunks, size = [body], len(body)
         while True:
             if message["type"] == "http.disconnect":
-                raise body_ended_early(size, declared)
+                raise body_ended_early(declared, size)
             if size > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
             if not message.get("more_body", False):

@@ -4,13 +4,14 @@
   reading at the client's EOF, but a connection that was idle between requests then waits for its
   keep-alive timer before closing its own side: 75 s in CLOSE_WAIT for every client that closed
   first, so connection churn piled up open descriptors. Nothing can arrive on it any more, so the
-  timer is stopped when reading ends; a request still in flight is answered first (the
-  connection's task group waits for it), and a client that only half-closed still gets its answer.
+  timer is stopped when reading ends, and a connection that turns idle after that is closed; a
+  request still in flight is answered first, so a client that only half-closed gets its answer.
 * **A request Hypercorn cannot read is answered in JSON, naming the problem.** When h11 finds the
   framing broken (a body shorter than its Content-Length, bad chunked encoding, a malformed head),
-  Hypercorn answers the 400 itself — before the app hears of it, and then closes — but with an
-  empty body. The app only sees the client "disconnect" mid-body (a 400 of its own that nobody
-  reads, see :func:`~fnserve.runtime.http.body_ended_early`).
+  Hypercorn answers the 400 itself, before the app hears of it, and closes; but with an empty
+  body. The app then sees the client disconnect mid-body; it answers the same 400 itself where
+  Hypercorn does not (when the client's last bytes and its EOF come in one read, h11 never hears
+  of the EOF), see :func:`~fnserve.runtime.http.body_ended_early`.
 
 Hypercorn has no setting for either, and the app cannot do them (it is not called for an idle
 connection, nor before Hypercorn answers). Both are subclasses that override one method each,
@@ -28,6 +29,7 @@ import hypercorn.protocol
 import orjson
 from hypercorn.asyncio import run as asyncio_run
 from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.events import Closed, Event, Updated
 from hypercorn.protocol import h11 as h11_protocol
 
 from fnserve.runtime.http import JSON_TYPE, body_ended_early
@@ -37,9 +39,19 @@ _SHORT_BODY = re.compile(r"complete message body \(received (\d+) bytes, expecte
 
 
 class ReleasingTCPServer(TCPServer):
+    reading_ended = False
+
     async def _read_data(self) -> None:
-        await super()._read_data()
-        await self.idle_task.stop()  # no more requests can come: let the connection close now
+        await super()._read_data()  # returns at the client's EOF (or a failed read)
+        self.reading_ended = True
+        await self.idle_task.stop()  # no request can come any more: let the connection close now
+
+    async def protocol_send(self, event: Event) -> None:
+        # h11 may not have seen the EOF (Hypercorn stops reading when the client's last bytes and
+        # its EOF come in one read), so after the answer in flight it would wait for another request.
+        if isinstance(event, Updated) and event.idle and self.reading_ended:
+            event = Closed()
+        await super().protocol_send(event)
 
 
 class JsonErrorsH11Protocol(h11_protocol.H11Protocol):
@@ -73,9 +85,9 @@ def unreadable_request(error: BaseException | None, status: int, head_limit: int
     if status == 431:
         return f"the request line and headers are over {head_limit} bytes"
     if short := _SHORT_BODY.search(text):
-        return body_ended_early(int(short[1]), int(short[2])).message
+        return body_ended_early(declared=int(short[2]), received=int(short[1])).message
     if "incomplete chunked read" in text:
-        return body_ended_early(None, None).message
+        return body_ended_early().message
     reason = text.split(":", 1)[0]  # h11 goes on with the repr of the bytes at fault: not for users
     if "chunk" in reason:
         return f"the request body's chunked encoding is malformed ({reason})"

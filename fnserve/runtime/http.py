@@ -65,7 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
-        raise body_ended_early(size, int(declared) if declared is not None else None) from None
+        raise body_ended_early(int(declared) if declared is not None else None, size) from None
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -75,21 +75,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
 
 
-def body_ended_early(received: int | None, declared: int | None) -> BadRequest:
+def body_ended_early(declared: int | None = None, received: int = 0) -> BadRequest:
     """The 400 for a body that stopped before its end: the client closed its side (or its
     connection) mid-body, or its framing broke. It is a bad request, not a failure of ours; a
     client that is gone never reads it, and nothing is logged.
 
-    >>> body_ended_early(8, 20).message
+    >>> body_ended_early(declared=20, received=8).message
     'the request body ended after 8 of the 20 bytes its Content-Length declares'
-    >>> body_ended_early(3, None).message
-    'the chunked request body ended after 3 bytes, before its last chunk'
+    >>> body_ended_early().message  # no Content-Length: a chunked body
+    'the chunked request body ended before its last chunk'
     """
-    if declared is not None:
-        got = f"{received} of the" if received is not None else "fewer than the"
-        return BadRequest(f"the request body ended after {got} {declared} bytes its Content-Length declares")
-    after = f" after {received} bytes," if received is not None else ""
-    return BadRequest(f"the chunked request body ended{after} before its last chunk")
+    if declared is None:
+        return BadRequest("the chunked request body ended before its last chunk")
+    message = f"the request body ended after {received} of the {declared} bytes its Content-Length declares"
+    return BadRequest(message)
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
