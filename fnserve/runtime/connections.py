@@ -14,7 +14,7 @@
   of the EOF), see :func:`~fnserve.runtime.http.body_ended_early`.
 
 Hypercorn has no setting for either, and the app cannot do them (it is not called for an idle
-connection, nor before Hypercorn answers). Both are subclasses that override one method each,
+connection, nor before Hypercorn answers). Both are subclasses overriding as little as they can,
 installed under the names Hypercorn creates them by; ``tests/runtime/test_broken_bodies.py``
 fails if Hypercorn changes in a way that undoes them.
 """

@@ -114,6 +114,13 @@ def test_broken_chunked_bodies_are_a_400_in_json(
     assert_no_traceback(caplog)
 
 
+def test_a_request_head_that_is_not_http_is_a_400_in_json(server: tuple[int, Runtime]) -> None:
+    port, _ = server
+    status, headers, body = half_closed_answer(port, b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n")
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "the request is not valid HTTP/1.1 (illegal header line)"}
+
+
 @pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
 def test_a_client_gone_mid_body_is_counted_as_a_400_and_logs_no_traceback(
     server: tuple[int, Runtime], caplog: pytest.LogCaptureFixture, reset: bool
