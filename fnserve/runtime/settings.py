@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fnserve.runtime.redact import secret_values
+
 ENV_PREFIX = "FNSERVE_"
 # host[:port][/path] of a registry, no scheme: what `docker push` accepts before the image name.
 _REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
@@ -160,6 +162,12 @@ class Settings:
                 f"setting debian_mirror {settings.debian_mirror!r} must be an http(s):// or file:// URL"
             )
         return settings
+
+    def secrets(self) -> frozenset[str]:
+        """The values no output may show: the store's credentials (in its URL or its options),
+        those of a gateway URL, and the admin token."""
+        found = secret_values(self.store, self.gateway_url, options=self.storage_options)
+        return (found | {self.gateway_token}) if self.gateway_token else found
 
 
 def _storage_options(store_cfg: Mapping[str, Any], environ: Mapping[str, str]) -> Mapping[str, Any]:
