@@ -62,7 +62,7 @@ _BARE_USERINFO_RE = re.compile(r"(?<![\w.%+~:/-])[\w.%+~-]+:[^\s@/'\"<>]+@(?=[\w
 _PAIR_RE = re.compile(r"(?<![\w.-])([A-Za-z][\w.-]*)=([^\s&,;'\"<>)\]}]+)")
 _HEADER_RE = re.compile(
     r"(?i)\b(proxy-authorization|authorization|cookie|x-api-key)(['\"]?\s*[:=]\s*['\"]?)"
-    r"((?:bearer|basic|token|aws4-hmac-sha256)\s+)?(?!<)([^\s'\",}]+)"
+    r"((?:bearer|basic|token|aws4-hmac-sha256)\s+)?+(?!<)([^\s'\",}]+)"
 )
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
