@@ -155,7 +155,7 @@ def fetch_baked_checkpoint(settings: Settings, source: FunctionSource, version: 
     ref = source.checkpoints[0]
     if "://" in ref.checkpoint or "?" in (ref.checkpoint, ref.version):
         raise BuildError(
-            f"--bake-checkpoint: {ref.function} loads {redact_url(str(ref))}, not a checkpoint of the "
+            f"--bake-checkpoint: {ref.function} loads {redact_url(ref.checkpoint)}@{ref.version}, not a checkpoint of the "
             "project store named by literal @predict options"
         )
     if version and ref.version != "latest" and version != ref.version:

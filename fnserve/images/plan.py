@@ -105,7 +105,7 @@ def plan_build(
     checkpoint = (
         f"{baked.name}@{baked.version}"
         if baked
-        else ",".join(redact_url(str(ref)) for ref in source.checkpoints)
+        else ",".join(f"{redact_url(ref.checkpoint)}@{ref.version}" for ref in source.checkpoints)
     )
     labels: dict[str, str] = {
         "org.opencontainers.image.title": f"fnserve/{source.name}",
