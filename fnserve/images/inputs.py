@@ -155,8 +155,8 @@ def fetch_baked_checkpoint(settings: Settings, source: FunctionSource, version: 
     ref = source.checkpoints[0]
     if "://" in ref.checkpoint or "?" in (ref.checkpoint, ref.version):
         raise BuildError(
-            f"--bake-checkpoint: {ref.function} loads {redact_url(ref.checkpoint)}@{ref.version}, not a checkpoint of the "
-            "project store named by literal @predict options"
+            f"--bake-checkpoint: {ref.function} loads {redact_url(ref.checkpoint)}@{ref.version}, "
+            "not a checkpoint of the project store named by literal @predict options"
         )
     if version and ref.version != "latest" and version != ref.version:
         raise BuildError(f"--bake-checkpoint {version}: {ref.function} is pinned to version {ref.version}")
