@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fnserve.runtime.redact import secret_values
+from fnserve.runtime.redact import MASK, redact_mapping, redact_url, secret_values
 
 ENV_PREFIX = "FNSERVE_"
 # host[:port][/path] of a registry, no scheme: what `docker push` accepts before the image name.
@@ -162,6 +162,17 @@ class Settings:
                 f"setting debian_mirror {settings.debian_mirror!r} must be an http(s):// or file:// URL"
             )
         return settings
+
+    def __repr__(self) -> str:
+        """As a traceback or a debug line may show it: the store's credentials and the token masked."""
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown.update(
+            store=redact_url(self.store),
+            storage_options=redact_mapping(self.storage_options),
+            gateway_url=redact_url(self.gateway_url),
+            gateway_token=MASK if self.gateway_token else "",
+        )
+        return f"Settings({', '.join(f'{key}={value!r}' for key, value in shown.items())})"
 
     def secrets(self) -> frozenset[str]:
         """The values no output may show: the store's credentials (in its URL or its options),

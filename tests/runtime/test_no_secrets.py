@@ -135,6 +135,27 @@ def test_an_s3_store_with_credentials_in_its_url_and_options(
     assert "s3://***@models/store" in shown["log"]
 
 
+def test_settings_show_their_store_redacted(tmp_path: Path) -> None:
+    options = {"key": "AKIAFAKEKEYID", "secret": "opt-secret-value", "anon": False}
+    settings = Settings.from_mapping(
+        tmp_path,
+        {"store": {"options": options}, "gateway": {"token": "admin-token-value"}},
+        {},
+        {"store": "s3://AKIAFAKEKEYID:url-secret-value@models/store"},
+    )
+    shown = repr(settings)
+    for secret in ("AKIAFAKEKEYID", "opt-secret-value", "url-secret-value", "admin-token-value"):
+        assert secret not in shown
+    assert "store='s3://***@models/store'" in shown
+    assert "'anon': False" in shown and "port=8080" in shown
+    assert settings.secrets() == {
+        "AKIAFAKEKEYID",
+        "opt-secret-value",
+        "url-secret-value",
+        "admin-token-value",
+    }
+
+
 def test_a_checkpoint_url_with_credentials_in_the_status(tmp_path: Path, failing_http: str) -> None:
     password = f"pw-{uuid.uuid4().hex[:12]}"
     folder = tmp_path / "fn"
