@@ -23,6 +23,7 @@ from typing import Any
 
 from fnserve.gateway.control import connect, running_target
 from fnserve.runtime.errors import FnError
+from fnserve.runtime.redact import MASK, redact_data
 from fnserve.runtime.settings import Settings
 
 Output = Callable[[str], None]
@@ -30,6 +31,8 @@ Output = Callable[[str], None]
 DRY_RUN_NOTE = (
     "# fn deploy {name} --target k8s --dry-run: nothing was applied. On a real deploy, fnserve also\n"
     "# creates the Secret {secret} (the gateway's admin token) once; it is never printed.\n"
+    "# Credentials in the store's URL or options are printed as {mask}; keep them in the Secret\n"
+    "# named by [k8s] secret (AWS_SECRET_ACCESS_KEY, ...) rather than in fn.toml.\n"
 )
 
 
@@ -166,9 +169,10 @@ def dry_run(settings: Settings, name: str, *, output: str = "yaml", **deploy: An
         objects = project.render(spec, deployment, project.gateway_spec(settings, k8s, namespace))
     except ValueError as exc:  # settings, function.toml, names; DeployError is an FnError and passes
         raise DeployFailed(str(exc)) from None
+    objects = redact_data(objects, settings.secrets())  # printed, so the store's credentials are not
     if output == "json":
         return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2) + "\n"
-    return DRY_RUN_NOTE.format(name=name, secret=TOKEN_SECRET) + project.to_yaml(objects)
+    return DRY_RUN_NOTE.format(name=name, secret=TOKEN_SECRET, mask=MASK) + project.to_yaml(objects)
 
 
 def build_gateway_image(settings: Settings, *, force: bool, push: bool, on_output: Output) -> list[str]:

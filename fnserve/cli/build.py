@@ -13,6 +13,7 @@ import click
 from rich.markup import escape
 
 from fnserve.cli.common import console, load_settings, out, user_errors
+from fnserve.runtime.redact import redact_data
 from fnserve.runtime.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -256,6 +257,7 @@ class ContainerTraining:
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        manifest = redact_data(manifest, settings.secrets())  # printed: the store's credentials are not
         try:
             import yaml
 

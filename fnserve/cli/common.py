@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fnserve.runtime.errors import FnError
+from fnserve.runtime.redact import redact_text, register_secrets, scrub, secret_values
 from fnserve.runtime.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,10 +33,14 @@ def setup_logging(verbose: bool) -> None:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    """The project's settings; from here on this command's logs and errors hide their secrets
+    (and the storage credentials of its environment)."""
     try:
-        return Settings.load(Path.cwd(), os.environ, overrides)
+        settings = Settings.load(Path.cwd(), os.environ, overrides)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(redact_text(str(exc))) from None
+    register_secrets(settings.secrets() | secret_values(environ=os.environ))
+    return settings
 
 
 def user_errors(func: F) -> F:
@@ -46,6 +51,6 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FnError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(scrub(exc.message)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -17,6 +17,7 @@ from fnserve.gateway.control import Control, connect, running_target
 from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.split import SplitError, parse_weights
 from fnserve.gateway.targets import TARGETS
+from fnserve.runtime.redact import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 target_option = click.option(
@@ -44,7 +45,7 @@ def deploy_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (PlatformError, SplitError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(scrub(str(exc))) from None
 
     return user_errors(wrapper)  # type: ignore[return-value]
 
@@ -228,7 +229,7 @@ def logs_command(name: str, tail: int) -> None:
       fn logs recs --tail 20
     """
     for line in control().logs(name, tail):
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(scrub(line), markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("delete")
@@ -248,7 +249,7 @@ def delete_command(name: str) -> None:
 
 
 def _say(line: str) -> None:
-    out.print(line, markup=False, highlight=False, soft_wrap=True)
+    out.print(scrub(line), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_status(functions: list[dict[str, Any]]) -> None:

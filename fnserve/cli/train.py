@@ -8,6 +8,7 @@ from fnserve.cli.build import ContainerTraining, container_options
 from fnserve.cli.common import console, load_settings, user_errors
 from fnserve.local.training import TrainError, find_job, run_locally, trainable
 from fnserve.runtime.errors import CheckpointError
+from fnserve.runtime.redact import scrub
 from fnserve.runtime.store import CheckpointStore
 
 
@@ -55,7 +56,7 @@ def train_command(
             console.print(f"{name}: training ({job.script.relative_to(settings.project_dir)})")
             run_locally(job, settings)
         except (TrainError, CheckpointError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(scrub(str(exc))) from None
 
 
 COMMANDS = [train_command]

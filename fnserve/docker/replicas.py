@@ -30,6 +30,7 @@ from fnserve.docker_engine import ContainerSpec
 from fnserve.gateway.platform import PlatformError, VersionDeployment
 from fnserve.images import BuildError
 from fnserve.images.plan import CONTAINER_PORT, LABEL_PREFIX
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 
 ROLE_LABEL = LABEL_PREFIX + "role"  # "replica" or "gateway" ("serve"/"train": fn run, fn train)
@@ -142,8 +143,8 @@ def replica_access(settings: Settings, image_labels: Mapping[str, str], network:
         raise PlatformError(str(exc), status=422) from None
     if access.loopback:
         raise PlatformError(
-            f"the store {settings.store} has its endpoint on this machine's loopback, which containers "
-            f"on the {network} network cannot reach: use an address they can reach, or bake the "
+            f"the store {redact_url(settings.store)} has its endpoint on this machine's loopback, which "
+            f"containers on the {network} network cannot reach: use an address they can reach, or bake the "
             "checkpoint into the image (fn build --bake-checkpoint)",
             status=422,
         )

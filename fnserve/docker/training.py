@@ -19,6 +19,7 @@ from fnserve.images import BuildError
 from fnserve.images.builds import ensure_image
 from fnserve.images.plan import LABEL_PREFIX
 from fnserve.runtime.errors import CheckpointError
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import CheckpointStore
 
@@ -94,4 +95,4 @@ def _latest(store: CheckpointStore, checkpoint: str) -> int | None:
     try:
         return store.latest(checkpoint)
     except CheckpointError as exc:
-        raise BuildError(f"cannot read the store {store.root}: {exc}") from None
+        raise BuildError(f"cannot read the store {redact_url(store.root)}: {exc}") from None

@@ -35,6 +35,7 @@ from fnserve.gateway.routing import FunctionRoute
 from fnserve.gateway.service import Gateway
 from fnserve.runtime.errors import BadRequest, FnError, ValidationError
 from fnserve.runtime.http import error_response, json_response, parse_json, read_body
+from fnserve.runtime.redact import scrub
 
 ADMIN_BODY_BYTES = 1024 * 1024
 DEPLOY_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -93,7 +94,7 @@ def routes(gateway: Gateway) -> list[Route]:
                     )
                 return await handler(request)
             except PlatformError as exc:
-                return json_response({"error": str(exc)}, exc.status)
+                return json_response({"error": scrub(str(exc))}, exc.status)
             except FnError as exc:
                 return error_response(exc)
 
@@ -168,7 +169,7 @@ def routes(gateway: Gateway) -> list[Route]:
         if not tail.isdigit() or not 0 < int(tail) <= 10_000:
             raise ValidationError("tail: expected a number of lines, 1-10000")
         lines = await gateway.call(lambda: gateway.platform.logs(route_of(request).name, tail=int(tail)))
-        return json_response({"lines": lines})
+        return json_response({"lines": [scrub(line) for line in lines]})
 
     one = "/admin/functions/{name}"
     return [

@@ -22,6 +22,7 @@ from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import Headers, UpstreamError
 from fnserve.runtime.errors import FnError, NotFound, PayloadTooLarge
 from fnserve.runtime.http import Receive, Scope, Send, body_ended_early
+from fnserve.runtime.redact import scrub
 
 if TYPE_CHECKING:
     from fnserve.gateway.service import Gateway
@@ -203,8 +204,9 @@ class Proxy:
 
     @staticmethod
     def _message(exc: FnError, scope: Scope) -> str:
+        message = scrub(exc.message)  # a replica's or a platform's text may quote a store URL
         if exc.status >= 500 and exc.status not in (503, 504):
             request_id = scope["state"]["request_id"]
-            log.error("request %s: %s", request_id, exc.message)
-            return f"{exc.message} (request id {request_id})"
-        return exc.message
+            log.error("request %s: %s", request_id, message)
+            return f"{message} (request id {request_id})"
+        return message

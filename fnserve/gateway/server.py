@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fnserve.gateway.service import Gateway
 from fnserve.runtime.http import RequestContext
+from fnserve.runtime.redact import register_secrets
 from fnserve.runtime.server import serve_until_stopped
 from fnserve.runtime.settings import Settings
 
@@ -97,6 +98,7 @@ def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool],
     from fnserve.gateway.targets import platform_for
     from fnserve.runtime.server import bind_socket, run
 
+    register_secrets(settings.secrets())  # its logs and answers never show the store's credentials
     platform = platform_for(target, settings)
     token, created = admin_token(settings, create=True)
     options = GatewayOptions(

@@ -27,6 +27,7 @@ from fnserve.images.context import (
 from fnserve.images.inputs import BuildInputs
 from fnserve.images.source import FunctionSource
 from fnserve.images.templates import Template, render
+from fnserve.runtime.redact import redact_url
 
 TAG_LENGTH = 12
 CONTAINER_PORT = 8080
@@ -46,7 +47,7 @@ class BuildPlan:
     dockerfile: str
     files: tuple[ContextFile, ...]  # the context, Dockerfile and .dockerignore included
     labels: MappingProxyType[str, str]
-    checkpoint: str  # the checkpoint reference the label records
+    checkpoint: str  # the checkpoint reference the label records (credentials masked)
     checkpoints: tuple[str, ...]  # names in the store of the checkpoints the function loads
     baked: bool
 
@@ -99,8 +100,12 @@ def plan_build(
     digest = context_digest(files, *extra)
     tag = digest[:TAG_LENGTH]
     baked = inputs.baked
+    # Recorded in a label, which anyone who pulls the image reads: a checkpoint URL's
+    # credentials stay out of it (the image is given its store at run time, never in it).
     checkpoint = (
-        f"{baked.name}@{baked.version}" if baked else ",".join(str(ref) for ref in source.checkpoints)
+        f"{baked.name}@{baked.version}"
+        if baked
+        else ",".join(f"{redact_url(ref.checkpoint)}@{ref.version}" for ref in source.checkpoints)
     )
     labels: dict[str, str] = {
         "org.opencontainers.image.title": f"fnserve/{source.name}",

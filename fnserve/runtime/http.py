@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from fnserve.runtime import rules
 from fnserve.runtime.errors import BadRequest, FnError, PayloadTooLarge, Problem, UnsupportedMediaType
+from fnserve.runtime.redact import scrub
 
 log = logging.getLogger("fnserve.http")
 
@@ -40,7 +41,9 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(exc: FnError) -> Response:
-    return json_response(exc.payload(), exc.status, exc.headers)
+    body = exc.payload()
+    body["error"] = scrub(body["error"])  # a message may quote a store URL or a backend's text
+    return json_response(body, exc.status, exc.headers)
 
 
 def media_type(request: Request) -> str:

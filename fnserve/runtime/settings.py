@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fnserve.runtime.redact import MASK, redact_mapping, redact_url, secret_values
+
 ENV_PREFIX = "FNSERVE_"
 # host[:port][/path] of a registry, no scheme: what `docker push` accepts before the image name.
 _REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
@@ -160,6 +162,23 @@ class Settings:
                 f"setting debian_mirror {settings.debian_mirror!r} must be an http(s):// or file:// URL"
             )
         return settings
+
+    def __repr__(self) -> str:
+        """As a traceback or a debug line may show it: the store's credentials and the token masked."""
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown.update(
+            store=redact_url(self.store),
+            storage_options=redact_mapping(self.storage_options),
+            gateway_url=redact_url(self.gateway_url),
+            gateway_token=MASK if self.gateway_token else "",
+        )
+        return f"Settings({', '.join(f'{key}={value!r}' for key, value in shown.items())})"
+
+    def secrets(self) -> frozenset[str]:
+        """The values no output may show: the store's credentials (in its URL or its options),
+        those of a gateway URL, and the admin token."""
+        found = secret_values(self.store, self.gateway_url, options=self.storage_options)
+        return (found | {self.gateway_token}) if self.gateway_token else found
 
 
 def _storage_options(store_cfg: Mapping[str, Any], environ: Mapping[str, str]) -> Mapping[str, Any]:
