@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fnserve.gateway.control import connect, running_target
+from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import FnError
-from fnserve.runtime.settings import Settings
 
 Output = Callable[[str], None]
 
@@ -40,7 +40,7 @@ class DeployFailed(FnError):
 
 
 def deploy(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     *,
     target: str | None,
@@ -68,7 +68,9 @@ def deploy(
     return shown
 
 
-def resolve_target(settings: Settings, target: str | None, environ: Mapping[str, str] | None = None) -> str:
+def resolve_target(
+    settings: ProjectSettings, target: str | None, environ: Mapping[str, str] | None = None
+) -> str:
     """``target`` (``--target`` or a running gateway's), else the configured one
     (``FNSERVE_GATEWAY_TARGET``, ``[gateway] target``), else ``k8s`` when a kubeconfig is present
     (``KUBECONFIG`` or ``~/.kube/config``), else local.
@@ -85,7 +87,7 @@ def resolve_target(settings: Settings, target: str | None, environ: Mapping[str,
     return "k8s" if kubeconfig_path(environ) else settings.gateway_target
 
 
-def prepare_docker(settings: Settings, name: str, image: str | None, on_output: Output) -> str:
+def prepare_docker(settings: ProjectSettings, name: str, image: str | None, on_output: Output) -> str:
     """The image ``name`` deploys on the docker target (``image``, else the function's current build,
     built if missing), with the gateway container running in front; returns the image reference."""
     from fnserve.docker.gateway_container import start_gateway
@@ -111,7 +113,7 @@ def prepare_docker(settings: Settings, name: str, image: str | None, on_output: 
     return image
 
 
-def cluster_image(settings: Settings, name: str, on_output: Output) -> str:
+def cluster_image(settings: ProjectSettings, name: str, on_output: Output) -> str:
     """The function's image for a cluster: built if its sources changed (the Docker engine), pushed
     to ``[build] registry`` when one is set; returns the reference the pods will pull."""
     from fnserve.docker_engine import DockerEngine, EngineError
@@ -133,7 +135,7 @@ def cluster_image(settings: Settings, name: str, on_output: Output) -> str:
     return plan.remote(settings.registry)[0]
 
 
-def publish_spec(settings: Settings, name: str) -> None:
+def publish_spec(settings: ProjectSettings, name: str) -> None:
     """Store the function's spec (resources, store, ...) from this project in the cluster, so that a
     running gateway that applies the deploy renders it from these files."""
     from fnserve.k8s.platform import create_platform
@@ -145,7 +147,7 @@ def publish_spec(settings: Settings, name: str) -> None:
         platform.close()
 
 
-def dry_run(settings: Settings, name: str, *, output: str = "yaml", **deploy: Any) -> str:
+def dry_run(settings: ProjectSettings, name: str, *, output: str = "yaml", **deploy: Any) -> str:
     """Every object ``fn deploy NAME --target k8s`` would apply, without contacting the cluster:
     the function as a first deploy (its one version takes all traffic) and the gateway.
 
@@ -171,7 +173,9 @@ def dry_run(settings: Settings, name: str, *, output: str = "yaml", **deploy: An
     return DRY_RUN_NOTE.format(name=name, secret=TOKEN_SECRET) + project.to_yaml(objects)
 
 
-def build_gateway_image(settings: Settings, *, force: bool, push: bool, on_output: Output) -> list[str]:
+def build_gateway_image(
+    settings: ProjectSettings, *, force: bool, push: bool, on_output: Output
+) -> list[str]:
     """``fn build --gateway``: the gateway's image, for the docker target and for clusters; returns
     the lines that describe the result (the image, its tags, size, and what was pushed)."""
     from fnserve import __version__
@@ -192,7 +196,7 @@ def build_gateway_image(settings: Settings, *, force: bool, push: bool, on_outpu
         engine.close()
 
 
-def _configured_target(settings: Settings) -> bool:
+def _configured_target(settings: ProjectSettings) -> bool:
     path = settings.project_dir / "fn.toml"
     try:
         table = tomllib.loads(path.read_text()).get("gateway", {}) if path.is_file() else {}

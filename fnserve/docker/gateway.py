@@ -35,7 +35,7 @@ from fnserve.images.context import DEFAULT_IGNORE, ContextFile, context_digest, 
 from fnserve.images.inputs import BuildInputs
 from fnserve.images.plan import LABEL_PREFIX, TAG_LENGTH, BuildPlan
 from fnserve.images.templates import load_template, render
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 REPOSITORY = "fnserve/gateway"
 PORT = 8080  # inside the container
@@ -90,7 +90,7 @@ def plan_gateway_image(inputs: BuildInputs, requirements: tuple[str, ...], *, ba
 
 
 def gateway_spec(
-    settings: Settings,
+    settings: ProjectSettings,
     docker: DockerSettings,
     image: str,
     *,

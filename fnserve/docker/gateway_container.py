@@ -21,14 +21,14 @@ from fnserve.gateway.server import admin_token, gateway_url
 from fnserve.images import BuildError
 from fnserve.images.builds import BuildResult, build_image, ensure_base_image
 from fnserve.images.inputs import IMAGE_EXTRAS, host_inputs, runtime_requirements
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 Output = Callable[[str], None]
 LOG_TAIL = 30
 
 
 def ensure_gateway_image(
-    settings: Settings, engine: DockerEngine, on_output: Output, *, force: bool = False
+    settings: ProjectSettings, engine: DockerEngine, on_output: Output, *, force: bool = False
 ) -> BuildResult:
     """``fnserve/gateway:<content hash>`` (and ``:<fnserve version>``, ``:latest``), built if missing."""
     from fnserve import __version__
@@ -46,7 +46,7 @@ def ensure_gateway_image(
 
 
 def start_gateway(
-    settings: Settings,
+    settings: ProjectSettings,
     engine: DockerEngine,
     on_output: Output,
     *,

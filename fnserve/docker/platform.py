@@ -11,7 +11,7 @@
   it holds and exits) and SIGKILL only past the drain timeout. Exited ones are removed; one that
   crashed is replaced (with a growing pause if it never got ready) and the last crash kept for logs.
 
-    platform = DockerPlatform(Settings.load("."), DockerEngine.connect())
+    platform = DockerPlatform(load_settings("."), DockerEngine.connect())
     platform.save_state(FunctionDeployment("recs", {"1": VersionDeployment("fnserve/recs:3f2a9c1b7d0e")}))
     platform.scale("recs", "1", 2)
 """
@@ -48,7 +48,7 @@ from fnserve.docker.tracker import Tracker
 from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 STOP_DELAY_S = 1.0  # draining -> SIGTERM: the gateway's next refresh (every 0.5 s) routes around it first
 KILL_GRACE_S = 10.0  # past the runtime's drain timeout, SIGKILL
@@ -60,7 +60,7 @@ class DockerPlatform:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ProjectSettings,
         engine: DockerEngine,
         docker: DockerSettings | None = None,
         *,
@@ -278,7 +278,7 @@ def engine_errors() -> Iterator[None]:
         raise PlatformError(str(exc)) from None
 
 
-def create_platform(settings: Settings) -> DockerPlatform:
+def create_platform(settings: ProjectSettings) -> DockerPlatform:
     """The ``docker`` target's entry point (:mod:`fnserve.gateway.targets`)."""
     from fnserve.docker_engine import EngineUnavailable
 

@@ -23,7 +23,7 @@ from fnserve.docker_engine import ContainerSpec, DockerEngine, EngineError
 from fnserve.images import BuildError
 from fnserve.images.builds import build_image, prepare_build
 from fnserve.images.plan import CONTAINER_PORT, LABEL_PREFIX
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 LOG_TAIL = 30
 Output = Callable[[str], None]
@@ -87,7 +87,7 @@ def _log_tail(engine: DockerEngine, container: str) -> str:
 
 
 def serve_function(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     engine: DockerEngine,
     *,

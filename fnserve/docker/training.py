@@ -18,8 +18,8 @@ from fnserve.docker_engine import ContainerSpec, DockerEngine
 from fnserve.images import BuildError
 from fnserve.images.builds import ensure_image
 from fnserve.images.plan import LABEL_PREFIX
+from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import CheckpointError
-from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import CheckpointStore
 
 Output = Callable[[str], None]
@@ -34,7 +34,7 @@ class TrainOptions:
 
 
 def train_function(
-    settings: Settings, name: str, engine: DockerEngine, options: TrainOptions, *, on_output: Output
+    settings: ProjectSettings, name: str, engine: DockerEngine, options: TrainOptions, *, on_output: Output
 ) -> int:
     """Run ``train.py`` in the function's image; returns the checkpoint version it published."""
     built = ensure_image(settings, name, engine, on_output)

@@ -21,7 +21,7 @@ from fnserve.gateway.platform import FunctionDeployment
 from fnserve.k8s.gateway import GatewaySpec, gateway_objects
 from fnserve.k8s.manifests import Objects, function_objects
 from fnserve.k8s.spec import FunctionSpec, K8sSettings, function_spec
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 FUNCTION_TOML = "function.toml"
 
@@ -36,7 +36,9 @@ def load_k8s_settings(
     return K8sSettings.from_mapping(table, environ, overrides)
 
 
-def load_function_spec(settings: Settings, k8s: K8sSettings, namespace: str, name: str) -> FunctionSpec:
+def load_function_spec(
+    settings: ProjectSettings, k8s: K8sSettings, namespace: str, name: str
+) -> FunctionSpec:
     """The spec of ``functions/<name>/`` (its ``function.toml`` is optional)."""
     folder = settings.project_dir / "functions" / name
     if not folder.is_dir():
@@ -77,7 +79,7 @@ def resolve_namespace(k8s: K8sSettings, environ: Mapping[str, str]) -> str:
     return "default"
 
 
-def gateway_spec(settings: Settings, k8s: K8sSettings, namespace: str) -> GatewaySpec:
+def gateway_spec(settings: ProjectSettings, k8s: K8sSettings, namespace: str) -> GatewaySpec:
     return GatewaySpec(
         namespace=namespace,
         image=k8s.gateway_image,

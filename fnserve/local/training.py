@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fnserve.runtime.errors import FnError
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.spec import check_name
 
 TRAIN_FILE = "train.py"
 
 
-class TrainError(Exception):
+class TrainError(FnError):
     """Training could not run or failed; nothing was published."""
+
+    status = 500
 
 
 @dataclass(frozen=True)
