@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fnserve.gateway.control import connect, running_target
-from fnserve.project import ProjectSettings
+from fnserve.project import ConfigError, Layers, ProjectSettings
 from fnserve.runtime.errors import FnError
 
 Output = Callable[[str], None]
@@ -82,7 +81,12 @@ def resolve_target(
     environ = os.environ if environ is None else environ
     if target:
         return target
-    if environ.get("FNSERVE_GATEWAY_TARGET") or _configured_target(settings):
+    try:
+        layers = Layers.read(settings.project_dir, environ)
+        configured = layers.source("gateway_target", section="gateway", toml_key="target") != "default"
+    except ConfigError:  # settings were read already; a file changed since then does not decide this
+        configured = False
+    if configured:
         return settings.gateway_target
     return "k8s" if kubeconfig_path(environ) else settings.gateway_target
 
@@ -194,12 +198,3 @@ def build_gateway_image(
         return lines + [f"pushed {ref}" for ref in pushed]
     finally:
         engine.close()
-
-
-def _configured_target(settings: ProjectSettings) -> bool:
-    path = settings.project_dir / "fn.toml"
-    try:
-        table = tomllib.loads(path.read_text()).get("gateway", {}) if path.is_file() else {}
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    return isinstance(table, dict) and "target" in table

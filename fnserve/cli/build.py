@@ -13,7 +13,7 @@ import click
 from rich.markup import escape
 
 from fnserve.cli.common import console, load_settings, out, user_errors
-from fnserve.project import ProjectSettings
+from fnserve.project import DEFAULT_PORT, ProjectSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,7 +140,9 @@ def base_image_command(base_image: str | None, mirror: str | None, force: bool) 
 
 @click.command("run")
 @click.argument("name")
-@click.option("--port", type=int, default=None, help="Host port on 127.0.0.1 (default 8080; 0 picks one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Host port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks one)."
+)
 @click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
 @click.option(
     "--network", default=None, help="Docker network; 'host' for a store on this machine's loopback."

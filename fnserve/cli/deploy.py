@@ -15,6 +15,7 @@ from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.gateway.control import Control, connect, running_target
 from fnserve.gateway.split import parse_weights
 from fnserve.gateway.targets import TARGETS
+from fnserve.project import DEFAULT_PORT
 
 F = TypeVar("F", bound=Callable[..., Any])
 target_option = click.option(
@@ -40,7 +41,9 @@ def control(target: str | None = None) -> Control:
 
 @click.command("gateway")
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Port to bind (default {DEFAULT_PORT}; 0 picks a free one)."
+)
 @target_option
 @user_errors
 def gateway_command(host: str | None, port: int | None, target: str | None) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fnserve.gateway.service import Gateway
-from fnserve.project import ProjectSettings
+from fnserve.project import ProjectSettings, state_dir
 from fnserve.runtime.http import RequestContext
 from fnserve.runtime.server import serve_until_stopped
 
@@ -25,7 +25,7 @@ log = logging.getLogger("fnserve.gateway")
 
 
 def token_file(settings: ProjectSettings) -> Path:
-    return settings.project_dir / ".fnserve" / "gateway-token"
+    return state_dir(settings.project_dir, "gateway-token")
 
 
 def admin_token(settings: ProjectSettings, *, create: bool = False) -> tuple[str, bool]:

@@ -28,7 +28,7 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.project import ProjectSettings
+from fnserve.project import STATE_DIR, ProjectSettings
 
 LISTENING_RE = re.compile(rb"listening on (http://\S+)")
 KEEP_LOG_FILES = 20  # per function
@@ -54,7 +54,7 @@ class LocalPlatform:
         self, settings: ProjectSettings, *, state_dir: Path | None = None, probe_timeout_s: float = 0.5
     ):
         self.settings = settings
-        self.dir = state_dir or settings.project_dir / ".fnserve" / "deploy"
+        self.dir = state_dir or settings.project_dir / STATE_DIR / "deploy"
         self.state = StateFile(self.dir / "state.json")
         self.logs_dir = self.dir / "logs"
         self._lock = threading.RLock()

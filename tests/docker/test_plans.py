@@ -119,7 +119,7 @@ def test_replicas_reach_the_store_or_the_deploy_says_why_not(tmp_path: Path) -> 
         settings = ProjectSettings.from_mapping(
             tmp_path, {"store": {"options": options}}, {}, {"store": store}
         )
-        return replica_access(settings, {}, "fnserve")
+        return replica_access(settings, {}, "fnserve", {})
 
     with pytest.raises(PlatformError, match="does not exist: train the function first") as missing:
         access((tmp_path / "store").as_uri())
@@ -129,7 +129,7 @@ def test_replicas_reach_the_store_or_the_deploy_says_why_not(tmp_path: Path) -> 
     with pytest.raises(PlatformError, match="loopback, which containers on the fnserve network cannot reach"):
         access("s3://bucket/store", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})
     baked = ProjectSettings.from_mapping(tmp_path, {}, {}, {"store": "memory://models"})
-    assert replica_access(baked, {"io.fnserve.checkpoint-baked": "sha256:ab"}, "fnserve") == StoreAccess()
+    assert replica_access(baked, {"io.fnserve.checkpoint-baked": "sha256:ab"}, "fnserve", {}) == StoreAccess()
     (tmp_path / "store").mkdir()
     assert access((tmp_path / "store").as_uri()).mounts == {str(tmp_path / "store"): ("/fnserve/store", "ro")}
 
