@@ -104,8 +104,11 @@ def test_layers_say_where_a_setting_came_from() -> None:
     layers = Layers({"port": 1}, {"FNSERVE_HOST": "h"}, {"serve": {"event_loop": "asyncio"}})
     where = {key: layers.source(key, section="serve") for key in ("port", "host", "event_loop", "drain")}
     assert where == {
-        "port": "--port", "host": "FNSERVE_HOST", "event_loop": "fn.toml [serve] event_loop", "drain": "default",
-    }  # fmt: skip
+        "port": "--port",
+        "host": "FNSERVE_HOST",
+        "event_loop": "fn.toml [serve] event_loop",
+        "drain": "default",
+    }
     with pytest.raises(ConfigError, match=r"setting port \(FNSERVE_PORT\) must be int, got 'x'"):
         Layers({}, {"FNSERVE_PORT": "x"}, {}).pick("port", 8080, section="serve", kind=int)
 
@@ -129,5 +132,5 @@ def test_a_bad_setting_is_a_config_error_naming_it(tmp_path: Path) -> None:
 
 def test_function_folders_follow_the_name_rule(tmp_path: Path) -> None:
     assert function_dir(tmp_path, "recs") == tmp_path / "functions" / "recs"
-    with pytest.raises(ValueError, match="'../etc' is not a valid name"):
+    with pytest.raises(ValueError, match=r"'\.\./etc' is not a valid name"):
         function_dir(tmp_path, "../etc")
