@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.table import Table
@@ -17,7 +16,6 @@ from fnserve.gateway.split import parse_weights
 from fnserve.gateway.targets import TARGETS
 from fnserve.project import DEFAULT_PORT
 
-F = TypeVar("F", bound=Callable[..., Any])
 target_option = click.option(
     "--target",
     type=click.Choice(sorted(TARGETS)),
