@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from fnserve.docker_engine import ContainerSpec
 from fnserve.images import BuildError
+from fnserve.images.labels import FUNCTION_LABEL, ROLE_LABEL
 from fnserve.images.plan import CONTAINER_PORT
 from fnserve.runtime.redact import redact_url
 
@@ -108,7 +109,7 @@ def serving_spec(
         tmpfs=TMPFS,
         read_only=True,
         network=network,
-        labels={"io.fnserve.role": "serve", "io.fnserve.function": function},
+        labels={ROLE_LABEL: "serve", FUNCTION_LABEL: function},
     )
 
 
@@ -142,7 +143,7 @@ def training_spec(
         user=user,
         cpus=cpus,
         memory_bytes=memory_bytes,
-        labels={"io.fnserve.role": "train", "io.fnserve.function": function},
+        labels={ROLE_LABEL: "train", FUNCTION_LABEL: function},
     )
 
 

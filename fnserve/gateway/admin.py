@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.gateway import deployments
-from fnserve.gateway.platform import FunctionDeployment, PlatformError
+from fnserve.gateway.platform import FunctionDeployment
 from fnserve.gateway.proxy import Unauthorized
 from fnserve.gateway.routing import FunctionRoute
 from fnserve.gateway.service import Gateway
@@ -93,9 +93,7 @@ def routes(gateway: Gateway) -> list[Route]:
                         "the admin API needs 'Authorization: Bearer <token>' (see fn gateway's output)"
                     )
                 return await handler(request)
-            except PlatformError as exc:
-                return json_response({"error": scrub(str(exc))}, exc.status)
-            except FnError as exc:
+            except FnError as exc:  # PlatformError included: 502, or the 4xx it names
                 return error_response(exc)
 
         return guarded
