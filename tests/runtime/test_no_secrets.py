@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from fnserve.project import ProjectSettings
 from fnserve.runtime.app import create_app
 from fnserve.runtime.loader import discover
 from fnserve.runtime.service import Runtime
@@ -137,7 +138,7 @@ def test_an_s3_store_with_credentials_in_its_url_and_options(
 
 def test_settings_show_their_store_redacted(tmp_path: Path) -> None:
     options = {"key": "AKIAFAKEKEYID", "secret": "opt-secret-value", "anon": False}
-    settings = Settings.from_mapping(
+    settings = ProjectSettings.from_mapping(  # the runtime's fields and the gateway's token
         tmp_path,
         {"store": {"options": options}, "gateway": {"token": "admin-token-value"}},
         {},
@@ -154,6 +155,9 @@ def test_settings_show_their_store_redacted(tmp_path: Path) -> None:
         "url-secret-value",
         "admin-token-value",
     }
+    runtime = Settings.from_mapping(tmp_path, {"store": {"options": options}}, {}, {"store": settings.store})
+    assert repr(runtime).startswith("Settings(") and "store='s3://***@models/store'" in repr(runtime)
+    assert runtime.secrets() == {"AKIAFAKEKEYID", "opt-secret-value", "url-secret-value"}
 
 
 def test_a_checkpoint_url_with_credentials_in_the_status(tmp_path: Path, failing_http: str) -> None:
