@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -14,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fnserve.runtime.errors import FnError
-from fnserve.runtime.settings import Settings
+from fnserve.runtime.settings import Settings, settings_here
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)  # progress and logs
@@ -33,7 +31,7 @@ def setup_logging(verbose: bool) -> None:
 
 def load_settings(**overrides: Any) -> Settings:
     try:
-        return Settings.load(Path.cwd(), os.environ, overrides)
+        return settings_here(**overrides)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

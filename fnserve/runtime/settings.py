@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -160,6 +161,18 @@ class Settings:
                 f"setting debian_mirror {settings.debian_mirror!r} must be an http(s):// or file:// URL"
             )
         return settings
+
+
+def settings_here(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """The settings a command run in this folder serves with: ``flags`` (None: not given) over
+    ``FNSERVE_*`` variables over ``./fn.toml`` over defaults. ``fn serve`` and
+    ``python -m fnserve.runtime`` both build theirs here, so a replica started either way sees
+    the same values. A ``ValueError`` names the bad setting and where it came from.
+
+    >>> settings_here({"FNSERVE_PORT": "9000"}, port=None).port
+    9000
+    """
+    return Settings.load(Path.cwd(), os.environ if environ is None else environ, flags)
 
 
 def _storage_options(store_cfg: Mapping[str, Any], environ: Mapping[str, str]) -> Mapping[str, Any]:
