@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from fnserve.cli.common import console, load_settings, out, user_errors
+from fnserve.project import DEFAULT_PORT, FUNCTIONS_DIR
 from fnserve.runtime.loader import discover
 from fnserve.runtime.main import StartError, serve_functions
 from fnserve.runtime.service import Runtime
@@ -14,7 +15,9 @@ from fnserve.runtime.service import Runtime
 @click.command("serve")
 @click.argument("targets", nargs=-1, type=click.Path())
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces).")
-@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Port to bind (default {DEFAULT_PORT}; 0 picks a free one)."
+)
 @click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
 @click.option(
     "--checkpoint-version",
@@ -62,7 +65,7 @@ def functions_command(targets: tuple[str, ...]) -> None:
       fn functions
     """
     settings = load_settings()
-    runtime = Runtime(discover(targets or [settings.project_dir / "functions"]), settings)
+    runtime = Runtime(discover(targets or [settings.project_dir / FUNCTIONS_DIR]), settings)
     table = Table("function", "inputs", "output", "versions")
     for fn in runtime.functions.values():
         inputs = ", ".join(f"{f.name}: {f.kind}" for f in fn.schema.inputs)

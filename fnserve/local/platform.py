@@ -10,7 +10,7 @@ by the runtime). A replica is ready when its ``/readyz`` answers 200; one that e
 replaced, with a growing pause if it keeps failing before it was ever ready, and its last
 words (the runtime's one-line error) are what :meth:`LocalPlatform.last_failure` reports.
 
-    platform = LocalPlatform(Settings.load("."))
+    platform = LocalPlatform(load_settings("."))
     platform.save_state(FunctionDeployment("double", {"1": VersionDeployment("functions/double")}))
     platform.scale("double", "1", 2)
 """
@@ -30,8 +30,8 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
+from fnserve.project import STATE_DIR, ProjectSettings
 from fnserve.runtime.main import PROG
-from fnserve.runtime.settings import Settings
 
 KEEP_LOG_FILES = 20  # per function
 BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # pause before restarting a replica that failed n times
@@ -54,9 +54,11 @@ class _Process:
 class LocalPlatform:
     target = "local"
 
-    def __init__(self, settings: Settings, *, state_dir: Path | None = None, probe_timeout_s: float = 0.5):
+    def __init__(
+        self, settings: ProjectSettings, *, state_dir: Path | None = None, probe_timeout_s: float = 0.5
+    ):
         self.settings = settings
-        self.dir = state_dir or settings.project_dir / ".fnserve" / "deploy"
+        self.dir = state_dir or settings.project_dir / STATE_DIR / "deploy"
         self.state = StateFile(self.dir / "state.json")
         self.logs_dir = self.dir / "logs"
         self.run_dir = self.dir / "run"  # replicas' address files
@@ -269,6 +271,6 @@ def read_address_file(path: Path, pid: int) -> str:
     return str(written["url"])
 
 
-def create_platform(settings: Settings) -> LocalPlatform:
+def create_platform(settings: ProjectSettings) -> LocalPlatform:
     """The ``local`` target's entry point (see :mod:`fnserve.gateway.targets`)."""
     return LocalPlatform(settings)
