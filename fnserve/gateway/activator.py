@@ -29,6 +29,7 @@ from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import UpstreamError
 from fnserve.runtime.errors import NotFound, Overloaded, first_line
+from fnserve.runtime.redact import redact_text
 
 if TYPE_CHECKING:
     from fnserve.gateway.service import Gateway
@@ -60,7 +61,7 @@ async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) ->
                     return endpoint
                 await asyncio.sleep(gateway.options.poll_s)
     except TimeoutError:
-        reason = await why_not_ready(gateway, route, version)
+        reason = redact_text(await why_not_ready(gateway, route, version))  # a log line may quote a URL
         raise Overloaded(
             f"no replica of {route.name}@{version.label} became ready within {options.hold_timeout_s:g} s"
             + (f": {reason}" if reason else "")

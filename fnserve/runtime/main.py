@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fnserve.runtime.app import create_app
+from fnserve.runtime.config import FUNCTIONS_DIR
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.loader import discover
+from fnserve.runtime.redact import redact_text
 from fnserve.runtime.server import bind_socket, run, serve
 from fnserve.runtime.service import Runtime
 from fnserve.runtime.settings import Settings, settings_here
@@ -86,7 +88,7 @@ def serve_functions(
     """
     if checkpoint_version and checkpoint_version != "latest" and not checkpoint_version.isdigit():
         raise StartError(f"checkpoint version must be a number or 'latest', got {checkpoint_version!r}")
-    found = discover(targets or [settings.project_dir / "functions"])
+    found = discover(targets or [settings.project_dir / FUNCTIONS_DIR])
     versions = {f.spec.name: checkpoint_version for f in found} if checkpoint_version else None
     runtime = Runtime(found, settings, versions=versions)
     sock = bind_socket(settings.host, settings.port)
@@ -154,7 +156,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {redact_text(message)}", file=sys.stderr)
     return status
 
 

@@ -115,7 +115,7 @@ def test_the_address_file_is_replaced_whole_and_a_stale_one_is_ignored(tmp_path:
     [
         (["missing-folder"], {}, "missing-folder: no such file or folder"),
         ([str(FNS / "bad_hint")], {}, "bad_hint"),
-        ([str(FNS / "double")], {"FNSERVE_PORT": "eighty"}, "setting port (FNSERVE_PORT) must be int"),
+        ([str(FNS / "double")], {"FNSERVE_MAX_BODY_BYTES": "lots"}, "(FNSERVE_MAX_BODY_BYTES) must be int"),
         ([str(FNS / "double"), "--checkpoint-version", "newest"], {}, "must be a number or 'latest'"),
     ],
     ids=["missing folder", "broken function file", "bad setting", "bad checkpoint version"],
