@@ -1,4 +1,4 @@
-"""``fn serve`` and ``fn functions``."""
+"""``fn serve`` and ``fn functions``: the runtime in this process, as ``python -m fnserve.runtime``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from rich.table import Table
 
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.project import DEFAULT_PORT, FUNCTIONS_DIR
-from fnserve.runtime.app import create_app
 from fnserve.runtime.loader import discover
-from fnserve.runtime.server import bind_socket, run, serve
+from fnserve.runtime.main import StartError, serve_functions
 from fnserve.runtime.service import Runtime
 
 
@@ -47,30 +46,12 @@ def serve_command(
       fn serve functions/recs --checkpoint-version 3     # what a deployed version runs
     """
     settings = load_settings(host=host, port=port, store=store)
-    found = discover(targets or [settings.project_dir / FUNCTIONS_DIR])
-    if checkpoint_version is not None and checkpoint_version != "latest" and not checkpoint_version.isdigit():
-        raise click.BadParameter("a version number or 'latest'", param_hint="--checkpoint-version")
-    versions = {f.spec.name: checkpoint_version for f in found} if checkpoint_version else None
-    runtime = Runtime(found, settings, versions=versions)
     try:
-        sock = bind_socket(settings.host, settings.port)
+        serve_functions(targets, settings, checkpoint_version=checkpoint_version, announce=console.print)
+    except StartError as exc:
+        raise click.BadParameter(str(exc), param_hint="--checkpoint-version") from None
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
-    bound_host, bound_port = sock.getsockname()[:2]
-    base = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
-    console.print(f"fnserve: loading {len(found)} function(s), listening on {base}")
-
-    def ready() -> None:
-        for name, fn in runtime.functions.items():
-            version = fn.loaded.version if fn.loaded else None
-            console.print(
-                f"  ready  {base}/function/{name}" + (f"  (checkpoint v{version})" if version else "")
-            )
-
-    try:
-        run(serve(create_app(runtime), runtime, sock, on_ready=ready), settings.event_loop)
-    finally:
-        sock.close()
 
 
 @click.command("functions")

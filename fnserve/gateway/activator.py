@@ -5,7 +5,9 @@ A request for a version with no routable replica waits here (at most ``hold_time
 most ``hold_queue`` per function) while one waker per version asks the platform for replicas
 and polls until one is ready; then every held request goes on, so the caller sees a slow answer
 rather than an error. Past the queue bound the answer is 429, past the wait 503, both with
-``Retry-After``.
+``Retry-After``. The 503 says why the version is not ready when anyone can tell: a replica's
+own ``/readyz`` (the first line of its failing load's error), else the platform's
+``last_failure`` (the last words of a replica that exited before it was ready).
 
 The cold start's parts: ``start`` — from the scale request until the runtime process was up
 (its ``started_at`` in ``GET /functions``: container or process start, interpreter, function
@@ -23,14 +25,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fnserve.gateway.balancer import Endpoint
+from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import UpstreamError
-from fnserve.runtime.errors import NotFound, Overloaded
+from fnserve.runtime.errors import NotFound, Overloaded, first_line
+from fnserve.runtime.redact import redact_text
 
 if TYPE_CHECKING:
     from fnserve.gateway.service import Gateway
 
 log = logging.getLogger("fnserve.gateway")
+WHY_TTL_S = 1.0  # requests timing out within this of each other share one "why not ready"
+WHY_TIMEOUT_S = 2.0  # the longest a timed-out request waits longer to learn why
 
 
 async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> Endpoint:
@@ -55,14 +61,62 @@ async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) ->
                     return endpoint
                 await asyncio.sleep(gateway.options.poll_s)
     except TimeoutError:
+        reason = redact_text(await why_not_ready(gateway, route, version))  # a log line may quote a URL
         raise Overloaded(
-            f"no replica of {route.name}@{version.label} became ready within {options.hold_timeout_s:g} s; "
-            f"see `fn logs {route.name}`",
+            f"no replica of {route.name}@{version.label} became ready within {options.hold_timeout_s:g} s"
+            + (f": {reason}" if reason else "")
+            + f"; see `fn logs {route.name}`",
             status=503,
             retry_after_s=5,
         ) from None
     finally:
         stats.held -= 1
+
+
+async def why_not_ready(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> str:
+    """Why ``version`` has no ready replica, in one line, or "" when nobody can say.
+
+    Held requests time out together: they share one inquiry, asked again after ``WHY_TTL_S``.
+    """
+    now = time.monotonic()
+    asked = version.why
+    if asked is None or (asked.done() and now - version.why_asked_at > WHY_TTL_S):
+        version.why_asked_at = now
+        asked = version.why = asyncio.get_running_loop().create_task(_ask_why(gateway, route, version))
+    return await asyncio.shield(asked)
+
+
+async def _ask_why(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> str:
+    try:
+        async with asyncio.timeout(WHY_TIMEOUT_S):
+            for replica in version.replicas:
+                if replica.url and not replica.ready and not replica.draining:
+                    reason = await _readyz_reason(gateway, replica.url, route.name)
+                    if reason:
+                        return reason
+            last_failure = getattr(gateway.platform, "last_failure", None)  # optional (local target)
+            if callable(last_failure):
+                said = await gateway.call(last_failure, route.name, version.label)
+                return first_line(said) if isinstance(said, str) else ""
+    except Exception:  # the reason is a courtesy: never fail the answer over it
+        log.debug("%s@%s: could not learn why it is not ready", route.name, version.label, exc_info=True)
+    return ""
+
+
+async def _readyz_reason(gateway: Gateway, url: str, function: str) -> str:
+    """The first line of the load error a replica's ``/readyz`` reports, or "" if it reports none."""
+    pool = gateway.pool_for(url)
+    try:
+        status, _, body = await pool.request(b"GET", b"/readyz", [], b"")
+        errors = orjson.loads(body).get("errors") if status == 503 else None
+    except (UpstreamError, PlatformError, orjson.JSONDecodeError, AttributeError):
+        return ""
+    finally:
+        pool.close()
+    if not isinstance(errors, dict) or not errors:
+        return ""
+    said = errors.get(function, next(iter(errors.values())))
+    return first_line(said) if isinstance(said, str) else ""
 
 
 def wake(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> None:

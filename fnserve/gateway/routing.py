@@ -85,6 +85,8 @@ class VersionRoute:
         self.panic_until: float | None = None
         self.routable = asyncio.Event()  # set while at least one replica takes traffic
         self.waker: asyncio.Task[None] | None = None
+        self.why: asyncio.Task[str] | None = None  # the last inquiry into why it is not ready
+        self.why_asked_at = 0.0
         self.replicas: list[Replica] = []
 
     def apply(self, replicas: Iterable[Replica]) -> None:

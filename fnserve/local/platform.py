@@ -1,11 +1,14 @@
-"""The local platform: each replica is an `fn serve <function folder> --port 0` process.
+"""The local platform: each replica is a ``python -m fnserve.runtime <function folder>`` process.
 
 No Docker, no cluster: what tests and laptops use, and what makes the whole gateway testable.
 The desired state lives in ``.fnserve/deploy/state.json``; replica processes are the gateway's
 children (they stop when it stops, and the next ``fn gateway`` starts them again from the state).
 Each writes its output to ``.fnserve/deploy/logs/<function>@<version>-<n>.log``, where
-``fn logs`` reads it. A replica is ready when its ``/readyz`` answers 200; one that exits is
-replaced, with a growing pause if it keeps failing before it was ever ready.
+``fn logs`` reads it. It listens on a free loopback port and says which in its address file
+(``.fnserve/deploy/run/<function>@<version>-<n>.json``, ``{"url", "pid"}``, written atomically
+by the runtime). A replica is ready when its ``/readyz`` answers 200; one that exits is
+replaced, with a growing pause if it keeps failing before it was ever ready, and its last
+words (the runtime's one-line error) are what :meth:`LocalPlatform.last_failure` reports.
 
     platform = LocalPlatform(load_settings("."))
     platform.save_state(FunctionDeployment("double", {"1": VersionDeployment("functions/double")}))
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -29,10 +31,11 @@ import httpx
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
 from fnserve.project import STATE_DIR, ProjectSettings
+from fnserve.runtime.main import PROG
 
-LISTENING_RE = re.compile(rb"listening on (http://\S+)")
 KEEP_LOG_FILES = 20  # per function
 BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # pause before restarting a replica that failed n times
+LAST_WORDS_CHARS = 300  # of a replica's last log line, reported as why it exited
 
 
 @dataclass(eq=False)
@@ -41,6 +44,7 @@ class _Process:
     version: str
     popen: subprocess.Popen[bytes]
     log: Path
+    address_file: Path
     url: str = ""
     ready: bool = False
     draining: bool = False
@@ -57,10 +61,12 @@ class LocalPlatform:
         self.dir = state_dir or settings.project_dir / STATE_DIR / "deploy"
         self.state = StateFile(self.dir / "state.json")
         self.logs_dir = self.dir / "logs"
+        self.run_dir = self.dir / "run"  # replicas' address files
         self._lock = threading.RLock()
         self._procs: list[_Process] = []
         self._desired: dict[tuple[str, str], int] = {}
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # (failures, not before)
+        self._exits: dict[tuple[str, str], str] = {}  # why a version's last replica exited unready
         self._probe = httpx.Client(timeout=probe_timeout_s)
 
     # --- desired state ----------------------------------------------------------------------
@@ -117,6 +123,9 @@ class LocalPlatform:
         now = time.monotonic()
         for proc in [p for p in self._procs if p.function == function and p.popen.poll() is not None]:
             self._procs.remove(proc)
+            proc.address_file.unlink(missing_ok=True)
+            if not proc.draining and not proc.was_ready:
+                self._exits[(function, proc.version)] = self._last_words(proc)
             if not proc.draining:  # it died: count a failure unless it had been serving
                 failures = (
                     0 if proc.was_ready else self._failures.get((function, proc.version), (0, 0))[0] + 1
@@ -143,7 +152,8 @@ class LocalPlatform:
     def _start(self, function: str, version: str, spec: VersionDeployment) -> _Process:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._prune_logs(function)
-        log = self.logs_dir / f"{function}@{version}-{time.time_ns()}.log"
+        stem = f"{function}@{version}-{time.time_ns()}"
+        log, address_file = self.logs_dir / f"{stem}.log", self.run_dir / f"{stem}.json"
         env = {
             **os.environ,
             "FNSERVE_STORE": self.settings.store,
@@ -155,8 +165,9 @@ class LocalPlatform:
         env.pop("FNSERVE_CHECKPOINT_VERSION", None)
         if spec.checkpoint_version != "latest":
             env["FNSERVE_CHECKPOINT_VERSION"] = spec.checkpoint_version
-        command = [sys.executable, "-m", "fnserve.cli", "serve", str(self.folder(spec))]
-        command += ["--host", "127.0.0.1", "--port", "0"]
+        env.pop("FNSERVE_ADDRESS_FILE", None)
+        command = [sys.executable, "-m", "fnserve.runtime", str(self.folder(spec))]
+        command += ["--host", "127.0.0.1", "--port", "0", "--address-file", str(address_file)]
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 command,
@@ -166,7 +177,7 @@ class LocalPlatform:
                 stdout=out,
                 stderr=out,
             )
-        return _Process(function, version, popen, log)
+        return _Process(function, version, popen, log, address_file)
 
     def _stop(self, proc: _Process) -> None:
         """SIGTERM: the runtime turns unready, finishes what it holds, and exits."""
@@ -176,11 +187,7 @@ class LocalPlatform:
 
     def _observe(self, proc: _Process) -> None:
         if not proc.url:
-            try:
-                found = LISTENING_RE.search(proc.log.read_bytes()[:4096])
-            except OSError:
-                found = None
-            proc.url = found.group(1).decode() if found else ""
+            proc.url = read_address_file(proc.address_file, proc.popen.pid)
         if proc.url and not proc.draining:
             try:
                 proc.ready = self._probe.get(f"{proc.url}/readyz").status_code == 200
@@ -189,6 +196,29 @@ class LocalPlatform:
             if proc.ready and not proc.was_ready:
                 proc.was_ready = True
                 self._failures.pop((proc.function, proc.version), None)
+                self._exits.pop((proc.function, proc.version), None)
+
+    def last_failure(self, function: str, version: str) -> str | None:
+        """Why the last replica of ``function@version`` that exited before it was ready exited:
+        its last log line (the runtime's one-line error, or a traceback's last line), or None.
+        The gateway adds it to the 503 of requests that waited for a replica in vain."""
+        with self._lock:
+            self._reconcile(function)
+            return self._exits.get((function, version))
+
+    @staticmethod
+    def _last_words(proc: _Process) -> str:
+        try:
+            with open(proc.log, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+                lines = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+        except OSError:
+            lines = []
+        status = proc.popen.returncode
+        if status < 0:  # killed: whatever it printed last is not why
+            return f"the replica was killed by signal {-status}"
+        words = next((line for line in reversed(lines) if line), "").removeprefix(f"{PROG}: error: ")
+        return words[:LAST_WORDS_CHARS] or f"the replica exited with status {status}"
 
     # --- logs and shutdown ---------------------------------------------------------------------
 
@@ -222,7 +252,23 @@ class LocalPlatform:
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()
+            proc.address_file.unlink(missing_ok=True)
         self._probe.close()
+
+
+def read_address_file(path: Path, pid: int) -> str:
+    """The URL a replica wrote to its address file, or "" while there is none (or a stale one).
+
+    The runtime writes the file whole through a rename, so a partial object is never read; a
+    file from another process (same name, another pid) is ignored.
+    """
+    try:
+        written = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(written, dict) or written.get("pid") != pid or not isinstance(written.get("url"), str):
+        return ""
+    return str(written["url"])
 
 
 def create_platform(settings: ProjectSettings) -> LocalPlatform:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fnserve.runtime.errors import NotFound
+from fnserve.runtime.errors import NotFound, first_line
 from fnserve.runtime.http import RequestContext, error_response, json_response
 from fnserve.runtime.protocols import native, tfserving, v2
 from fnserve.runtime.protocols.common import endpoint
@@ -36,7 +36,15 @@ def create_app(runtime: Runtime) -> RequestContext:
 
     async def readyz(_: Request) -> Response:
         states = {name: fn.ready for name, fn in runtime.functions.items()}
-        body = {"ready": runtime.ready, "draining": runtime.draining, "functions": states}
+        body: dict[str, object] = {"ready": runtime.ready, "draining": runtime.draining, "functions": states}
+        # Why a function is not ready, for a gateway holding requests for it: its last load error.
+        errors = {
+            name: first_line(fn.last_error)
+            for name, fn in runtime.functions.items()
+            if not fn.ready and fn.last_error
+        }
+        if errors:
+            body["errors"] = errors
         return json_response(
             body, 200 if runtime.ready else 503, None if runtime.ready else {"Retry-After": "1"}
         )

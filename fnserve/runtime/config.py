@@ -28,6 +28,7 @@ from fnserve.runtime.errors import ConfigError
 
 CONFIG_FILE = "fn.toml"  # at the project root
 ENV_PREFIX = "FNSERVE_"  # FNSERVE_<KEY> is the environment's name for the setting <key>
+FUNCTIONS_DIR = "functions"  # functions/<name>/ under the project root: what serve finds by default
 DEFAULT_PORT = 8080  # what the runtime and the gateway listen on, in and out of containers
 DEFAULT_STORE = ".fnserve/store"  # project-relative
 DEFAULT_CACHE = ".fnserve/cache"  # project-relative

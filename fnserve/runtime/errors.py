@@ -28,6 +28,20 @@ from types import TracebackType
 from typing import Any, Self
 
 MAX_PROBLEMS = 20  # problems named in one answer; the rest are counted ("and 9980 more")
+REASON_CHARS = 300  # of an error message, where it is passed on as why something is not ready
+
+
+def first_line(message: str, limit: int = REASON_CHARS) -> str:
+    """The first non-empty line of ``message``, at most ``limit`` characters: a message fit to
+    be passed on (``/readyz``, a gateway's 503) without the traceback or data that may follow.
+
+    >>> first_line("loader of 'recs' failed: OSError: no model.bin\\n  at line 3")
+    "loader of 'recs' failed: OSError: no model.bin"
+    >>> first_line("x" * 400)[-4:], len(first_line("x" * 400))
+    ('x...', 300)
+    """
+    line = next((part.strip() for part in message.splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,18 @@ class Settings:
         urls = [getattr(self, key) for key in self._URL_FIELDS]
         found = secret_values(*urls, options=self.storage_options)
         return found | {token for key in self._TOKEN_FIELDS if (token := getattr(self, key))}
+
+
+def settings_here(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """The settings a command run in this folder serves with: ``flags`` (None: not given) over
+    ``FNSERVE_*`` variables over ``./fn.toml`` over defaults. ``fn serve`` and
+    ``python -m fnserve.runtime`` both build theirs here, so a replica started either way sees
+    the same values. A ``ValueError`` names the bad setting and where it came from.
+
+    >>> settings_here({"FNSERVE_PORT": "9000"}, port=None).port
+    9000
+    """
+    return Settings.load(Path.cwd(), os.environ if environ is None else environ, flags)
 
 
 def _storage_options(layers: Layers) -> Mapping[str, Any]:

@@ -104,7 +104,7 @@ def test_dockerfile_layers_nonroot_healthcheck_entrypoint(tmp_path: Path, templa
         deps.index("runtime-requirements") < deps.index("template-requirements") < deps.index("function-req")
     )
     assert "USER 10001:10001" in image and "/readyz" in image.split("HEALTHCHECK", 1)[1]
-    assert 'ENTRYPOINT ["python", "-m", "fnserve.cli", "serve", "/srv/functions/weighted"]' in image
+    assert 'ENTRYPOINT ["python", "-m", "fnserve.runtime", "/srv/functions/weighted"]' in image
     assert "HOME=/tmp" in image and "FNSERVE_CACHE=/tmp/" in image  # read-only root: writes go to /tmp
 
 
