@@ -1,0 +1,94 @@
+"""``fn new NAME``: a new function folder from a template, ready for ``fn train`` and ``fn serve``.
+
+    folder = create_function(Path("."), "fare", "python")
+    # functions/fare/{predict.py, train.py, function.toml, requirements.txt, test_fare.py}
+
+A template is a module of this package (:mod:`.python`, :mod:`.tensorflow`) whose ``FILES`` map
+file names to texts with ``{{ name }}`` placeholders, rendered by substitution only (the
+Dockerfile templates' :func:`~fnserve.images.templates.render`), so each reads as the file it
+becomes. They are Python strings, not files beside the code, because the package ships its
+modules and only the Dockerfile templates as data.
+
+>>> sorted(render_files("python", "fare-estimate"))[:3]
+['function.toml', 'predict.py', 'requirements.txt']
+>>> 'def fare_estimate(' in render_files("python", "fare-estimate")["predict.py"]
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import keyword
+import shutil
+from pathlib import Path
+
+from fnserve.images.templates import render
+from fnserve.runtime.spec import check_name
+
+TEMPLATES = ("tensorflow", "python")
+FUNCTIONS_DIR = "functions"
+# The lowercase module-level names of the templates' predict.py: a function named like one of them
+# would shadow it, so its Python name gets a trailing underscore (the served name is unchanged).
+_TAKEN = frozenset({"annotations", "json", "load", "np", "predict"})
+
+
+class ScaffoldError(Exception):
+    """The function cannot be created; the message says why. Nothing was written."""
+
+
+def default_template() -> str:
+    """``tensorflow`` where TensorFlow is installed (the template its model needs), else ``python``."""
+    return "tensorflow" if importlib.util.find_spec("tensorflow") is not None else "python"
+
+
+def python_name(name: str) -> str:
+    """The Python identifier of the function served as ``name``.
+
+    >>> python_name("fare-estimate"), python_name("class"), python_name("recs")
+    ('fare_estimate', 'class_', 'recs')
+    """
+    identifier = name.replace("-", "_")
+    return identifier + "_" if keyword.iskeyword(identifier) or identifier in _TAKEN else identifier
+
+
+def render_files(template: str, name: str) -> dict[str, str]:
+    """The files of a new function ``name`` from ``template``: file name -> text."""
+    if template not in TEMPLATES:
+        raise ScaffoldError(f"unknown template {template!r}: known templates are {', '.join(TEMPLATES)}")
+    files: dict[str, str] = importlib.import_module(f"fnserve.scaffold.{template}").FILES
+    values = {"name": name, "identifier": python_name(name), "template": template}
+    where = f"scaffold template {template!r}"
+    return {
+        render(path, values, where=where): render(text, values, where=where) for path, text in files.items()
+    }
+
+
+def create_function(project_dir: Path, name: str, template: str) -> Path:
+    """Write ``functions/<name>/`` of the project from ``template``; return the folder.
+
+    Refused, with nothing written: a name the runtime would not serve, an existing folder.
+    """
+    try:
+        check_name("function name", name)
+    except ValueError as exc:
+        raise ScaffoldError(str(exc)) from None
+    folder = project_dir / FUNCTIONS_DIR / name
+    if folder.exists() or folder.is_symlink():
+        raise ScaffoldError(
+            f"{FUNCTIONS_DIR}/{name} already exists: fn new never writes into an existing folder; "
+            "choose another name or remove it"
+        )
+    files = render_files(template, name)  # every text is ready before anything is written
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()  # exclusive: a folder made meanwhile is refused, not merged into
+    except FileExistsError:
+        raise ScaffoldError(f"{FUNCTIONS_DIR}/{name} already exists") from None
+    try:
+        for path, text in files.items():
+            (folder / path).write_text(text)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ScaffoldError(f"cannot write {folder}: {exc}") from None
+    return folder

@@ -1,0 +1,182 @@
+"""`fn new`: the generated function trains, serves and passes its own test as generated; refusals.
+
+The end-to-end tests run the real CLI as the user's path does: `fn new` in a fresh project, then
+`fn train NAME` and `fn serve` as processes (the server on an ephemeral loopback port), a GET
+prediction, and `pytest functions/NAME` on the generated test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from fnserve.cli.main import cli
+from fnserve.images.source import find_function
+from fnserve.runtime.loader import discover
+from fnserve.scaffold import TEMPLATES
+from tests.support.serving import start_serve, stop
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"
+
+
+def fn_new(project: Path, *args: str) -> tuple[int, str]:
+    """`fn new ARGS` in-process, from ``project`` (the project is the working folder)."""
+    old = Path.cwd()
+    os.chdir(project)
+    try:
+        result = CliRunner().invoke(cli, ["new", *args], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output
+
+
+def environment(project: Path) -> dict[str, str]:
+    """This fnserve first on the path, the store that `start_serve` serves from."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "FNSERVE_STORE": f"file://{project}/store", "COLUMNS": "200"}
+
+
+def train_serve_and_test(project: Path, name: str, template: str) -> float:
+    """The user's path on a generated function; returns its prediction for x=2, category=b."""
+    code, output = fn_new(project, name, "--template", template)
+    assert code == 0, output
+    env = environment(project)
+    fn = [sys.executable, "-m", "fnserve.cli"]
+    trained = subprocess.run(
+        [*fn, "train", name], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert f"published {name} version 1" in trained.stdout
+
+    served = start_serve(project, extra_env={"PYTHONPATH": env["PYTHONPATH"]})  # ./functions
+    try:
+        answer = httpx.get(f"{served.url}/function/{name}", params={"x": 2, "category": "b"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Model-Version"] == "1"
+        refused = httpx.get(f"{served.url}/function/{name}", params={"x": 11, "category": "d"}, timeout=30)
+        assert refused.status_code == 422
+        assert (
+            refused.json()["error"]
+            == "x: must be <= 10, got 11.0; category: expected one of a, b, c, got 'd'"
+        )
+    finally:
+        stop(served)
+
+    tested = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:kmock",
+            f"functions/{name}",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout + tested.stderr
+    return float(answer.json()["predictions"][0])
+
+
+def test_python_function_trains_serves_and_passes_its_test(tmp_path: Path) -> None:
+    # A hyphenated name: served as fare-estimate, a Python function named fare_estimate.
+    prediction = train_serve_and_test(tmp_path, "fare-estimate", "python")
+    assert prediction == pytest.approx(5.0, abs=0.2)  # train.py's line for b: 2 * x + 1
+
+
+@pytest.mark.slow
+def test_tensorflow_function_trains_serves_and_passes_its_test(tmp_path: Path) -> None:
+    prediction = train_serve_and_test(tmp_path, "fare", "tensorflow")
+    assert prediction == pytest.approx(5.0, abs=0.5)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_generated_code_passes_the_projects_lint_and_format(tmp_path: Path, template: str) -> None:
+    assert fn_new(tmp_path, "my-fare", "--template", template)[0] == 0
+    config = str(ROOT / "pyproject.toml")
+    for check in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *check, "--no-cache", "--config", config, "functions"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize(
+    ("name", "python_name"),
+    [("class", "class_"), ("load", "load_"), ("predict", "predict_"), ("my-model", "my_model")],
+)
+def test_names_that_are_not_python_names_still_load(
+    tmp_path: Path, template: str, name: str, python_name: str
+) -> None:
+    # A keyword, a name the file itself uses, a hyphen: the served name is the one asked for.
+    assert fn_new(tmp_path, name, "--template", template)[0] == 0
+    (found,) = discover([tmp_path / "functions" / name])
+    assert found.spec.name == name and found.spec.checkpoint == name
+    assert found.func.__name__ == python_name
+    assert [field.name for field in found.schema.inputs] == ["x", "category"]
+    assert (tmp_path / "functions" / name / f"test_{python_name}.py").is_file()
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_function_toml_is_what_fn_build_reads(tmp_path: Path, template: str) -> None:
+    assert fn_new(tmp_path, "fare", "--template", template)[0] == 0
+    source = find_function(tmp_path, "fare")
+    assert source.template == template and source.trainable
+    assert [str(ref) for ref in source.checkpoints] == ["fare@latest"]
+    assert source.requirements is not None
+
+
+def test_without_template_says_which_it_chose(tmp_path: Path) -> None:
+    code, output = fn_new(tmp_path, "fare")
+    expected = "tensorflow" if importlib.util.find_spec("tensorflow") else "python"
+    assert code == 0 and f"template {expected} (" in output
+    assert f'template = "{expected}"' in (tmp_path / "functions" / "fare" / "function.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    "name", ["Fare", "1fare", "-fare", "fare estimate", "../fare", "fare/x", "a" * 64, ""]
+)
+def test_invalid_names_are_refused_naming_the_rule(tmp_path: Path, name: str) -> None:
+    code, output = fn_new(tmp_path, "--template", "python", "--", name)  # --: "-fare" is no option
+    assert code == 1 and NAME_RULE in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing left behind, not even functions/
+
+
+def test_an_existing_folder_is_refused_and_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "functions" / "fare"
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text("# mine\n")
+    code, output = fn_new(tmp_path, "fare", "--template", "python")
+    assert code == 1 and "functions/fare already exists" in output and "Traceback" not in output
+    assert [p.name for p in folder.iterdir()] == ["predict.py"]
+    assert (folder / "predict.py").read_text() == "# mine\n"
+
+    (tmp_path / "functions" / "notes").write_text("a file, not a folder\n")
+    code, output = fn_new(tmp_path, "notes", "--template", "python")
+    assert code == 1 and "functions/notes already exists" in output
+
+
+def test_unknown_template_is_a_usage_error(tmp_path: Path) -> None:
+    code, output = fn_new(tmp_path, "fare", "--template", "pytorch")
+    assert code == 2 and "'tensorflow', 'python'" in output
+    assert list(tmp_path.iterdir()) == []
