@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from fnserve.docker.replicas import PROJECT_LABEL, DockerSettings, project_id  # noqa: E402
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment  # noqa: E402
 from fnserve.local.platform import LocalPlatform  # noqa: E402
-from fnserve.runtime.settings import Settings  # noqa: E402
+from fnserve.project import ProjectSettings  # noqa: E402
 
 WORK = ROOT / ".bench" / "gateway"
 DOCKER_WORK = ROOT / ".bench" / "gateway-docker"
@@ -126,11 +126,11 @@ class Bench:
         """A scratch project in .bench/gateway (state, logs) over this project's checkpoint store."""
         shutil.rmtree(WORK, ignore_errors=True)
         WORK.mkdir(parents=True)
-        root = Settings.load(ROOT, os.environ)
+        root = ProjectSettings.load(ROOT, os.environ)
         env = {**os.environ, "FNSERVE_STORE": root.store, "FNSERVE_CACHE": str(root.cache_dir)}
         env.update(FNSERVE_GATEWAY_TOKEN=TOKEN, TF_CPP_MIN_LOG_LEVEL="2", COLUMNS="200")
         scaling = Scaling(min_replicas=1, max_replicas=1)
-        platform = LocalPlatform(Settings.load(WORK, env))
+        platform = LocalPlatform(ProjectSettings.load(WORK, env))
         platform.save_state(
             FunctionDeployment(self.function, {"1": VersionDeployment(str(self.folder))}, scaling)
         )
@@ -195,7 +195,7 @@ class DockerBench:
 
         shutil.rmtree(DOCKER_WORK, ignore_errors=True)
         DOCKER_WORK.mkdir(parents=True)
-        root = Settings.load(ROOT, os.environ)
+        root = ProjectSettings.load(ROOT, os.environ)
         self.env = env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("FNSERVE_")},
             "FNSERVE_STORE": root.store,
@@ -205,7 +205,7 @@ class DockerBench:
             "FNSERVE_DOCKER_GATEWAY_NAME": GATEWAY_CONTAINER,
             "FNSERVE_DOCKER_NETWORK": NETWORK,
         }
-        settings = Settings.load(DOCKER_WORK, env)
+        settings = ProjectSettings.load(DOCKER_WORK, env)
         if self.function == "recs":  # this project's function, as `fn build recs` builds it
             plan = prepare_build(root, "recs", self.engine)
         else:  # a test function: a function folder of the scratch project, python template

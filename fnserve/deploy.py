@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fnserve.gateway.control import connect, running_target
+from fnserve.project import ConfigError, Layers, ProjectSettings
 from fnserve.runtime.errors import FnError
-from fnserve.runtime.settings import Settings
+from fnserve.runtime.redact import MASK, redact_data
 
 Output = Callable[[str], None]
 
 DRY_RUN_NOTE = (
     "# fn deploy {name} --target k8s --dry-run: nothing was applied. On a real deploy, fnserve also\n"
     "# creates the Secret {secret} (the gateway's admin token) once; it is never printed.\n"
+    "# Credentials in the store's URL or options are printed as {mask}; keep them in the Secret\n"
+    "# named by [k8s] secret (AWS_SECRET_ACCESS_KEY, ...) rather than in fn.toml.\n"
 )
 
 
@@ -40,7 +42,7 @@ class DeployFailed(FnError):
 
 
 def deploy(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     *,
     target: str | None,
@@ -68,7 +70,9 @@ def deploy(
     return shown
 
 
-def resolve_target(settings: Settings, target: str | None, environ: Mapping[str, str] | None = None) -> str:
+def resolve_target(
+    settings: ProjectSettings, target: str | None, environ: Mapping[str, str] | None = None
+) -> str:
     """``target`` (``--target`` or a running gateway's), else the configured one
     (``FNSERVE_GATEWAY_TARGET``, ``[gateway] target``), else ``k8s`` when a kubeconfig is present
     (``KUBECONFIG`` or ``~/.kube/config``), else local.
@@ -80,12 +84,17 @@ def resolve_target(settings: Settings, target: str | None, environ: Mapping[str,
     environ = os.environ if environ is None else environ
     if target:
         return target
-    if environ.get("FNSERVE_GATEWAY_TARGET") or _configured_target(settings):
+    try:
+        layers = Layers.read(settings.project_dir, environ)
+        configured = layers.source("gateway_target", section="gateway", toml_key="target") != "default"
+    except ConfigError:  # settings were read already; a file changed since then does not decide this
+        configured = False
+    if configured:
         return settings.gateway_target
     return "k8s" if kubeconfig_path(environ) else settings.gateway_target
 
 
-def prepare_docker(settings: Settings, name: str, image: str | None, on_output: Output) -> str:
+def prepare_docker(settings: ProjectSettings, name: str, image: str | None, on_output: Output) -> str:
     """The image ``name`` deploys on the docker target (``image``, else the function's current build,
     built if missing), with the gateway container running in front; returns the image reference."""
     from fnserve.docker.gateway_container import start_gateway
@@ -111,7 +120,7 @@ def prepare_docker(settings: Settings, name: str, image: str | None, on_output: 
     return image
 
 
-def cluster_image(settings: Settings, name: str, on_output: Output) -> str:
+def cluster_image(settings: ProjectSettings, name: str, on_output: Output) -> str:
     """The function's image for a cluster: built if its sources changed (the Docker engine), pushed
     to ``[build] registry`` when one is set; returns the reference the pods will pull."""
     from fnserve.docker_engine import DockerEngine, EngineError
@@ -133,7 +142,7 @@ def cluster_image(settings: Settings, name: str, on_output: Output) -> str:
     return plan.remote(settings.registry)[0]
 
 
-def publish_spec(settings: Settings, name: str) -> None:
+def publish_spec(settings: ProjectSettings, name: str) -> None:
     """Store the function's spec (resources, store, ...) from this project in the cluster, so that a
     running gateway that applies the deploy renders it from these files."""
     from fnserve.k8s.platform import create_platform
@@ -145,7 +154,7 @@ def publish_spec(settings: Settings, name: str) -> None:
         platform.close()
 
 
-def dry_run(settings: Settings, name: str, *, output: str = "yaml", **deploy: Any) -> str:
+def dry_run(settings: ProjectSettings, name: str, *, output: str = "yaml", **deploy: Any) -> str:
     """Every object ``fn deploy NAME --target k8s`` would apply, without contacting the cluster:
     the function as a first deploy (its one version takes all traffic) and the gateway.
 
@@ -166,12 +175,15 @@ def dry_run(settings: Settings, name: str, *, output: str = "yaml", **deploy: An
         objects = project.render(spec, deployment, project.gateway_spec(settings, k8s, namespace))
     except ValueError as exc:  # settings, function.toml, names; DeployError is an FnError and passes
         raise DeployFailed(str(exc)) from None
+    objects = redact_data(objects, settings.secrets())  # printed, so the store's credentials are not
     if output == "json":
         return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2) + "\n"
-    return DRY_RUN_NOTE.format(name=name, secret=TOKEN_SECRET) + project.to_yaml(objects)
+    return DRY_RUN_NOTE.format(name=name, secret=TOKEN_SECRET, mask=MASK) + project.to_yaml(objects)
 
 
-def build_gateway_image(settings: Settings, *, force: bool, push: bool, on_output: Output) -> list[str]:
+def build_gateway_image(
+    settings: ProjectSettings, *, force: bool, push: bool, on_output: Output
+) -> list[str]:
     """``fn build --gateway``: the gateway's image, for the docker target and for clusters; returns
     the lines that describe the result (the image, its tags, size, and what was pushed)."""
     from fnserve import __version__
@@ -190,12 +202,3 @@ def build_gateway_image(settings: Settings, *, force: bool, push: bool, on_outpu
         return lines + [f"pushed {ref}" for ref in pushed]
     finally:
         engine.close()
-
-
-def _configured_target(settings: Settings) -> bool:
-    path = settings.project_dir / "fn.toml"
-    try:
-        table = tomllib.loads(path.read_text()).get("gateway", {}) if path.is_file() else {}
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    return isinstance(table, dict) and "target" in table

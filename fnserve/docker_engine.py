@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from fnserve.runtime.errors import FnError
+
 START_HINT = (
     "start it (as root: `dockerd > /var/log/dockerd.log 2>&1 &`, or `systemctl start docker`), "
     "or run scripts/ensure-docker, which installs docker.io if needed; set DOCKER_HOST for a remote engine"
@@ -33,8 +35,10 @@ _BUILDER_CHATTER = (" ---> ", "Removing intermediate container")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
-class EngineError(Exception):
+class EngineError(FnError):
     """The engine could not do what was asked; the message is meant for the user."""
+
+    status = 502  # the engine, a service fnserve depends on, failed
 
 
 class EngineUnavailable(EngineError):

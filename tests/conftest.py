@@ -151,9 +151,9 @@ def example_images(docker_engine: Any) -> dict[str, Any]:
     from pathlib import Path
 
     from fnserve.images.builds import build_image, prepare_build
-    from fnserve.runtime.settings import Settings
+    from fnserve.project import ProjectSettings
 
-    settings = Settings.from_mapping(Path(__file__).parent.parent, {}, {}, {})
+    settings = ProjectSettings.from_mapping(Path(__file__).parent.parent, {}, {}, {})
     built = {}
     for name in ("recs", "tagger"):
         plan = prepare_build(settings, name, docker_engine)

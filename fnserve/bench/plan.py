@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fnserve.client.core import DEFAULT_URL
+from fnserve.runtime.errors import FnError
 
 
-class BenchError(Exception):
+class BenchError(FnError):
     """The benchmark cannot run as asked: unknown function, inputs the function refuses, bad options."""
+
+    status = 400
 
 
 class Step(NamedTuple):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from fnserve.bench import BenchError, BenchPlan, InputSpec, parse_levels, run
+from fnserve.bench import BenchPlan, InputSpec, parse_levels, run
 from fnserve.bench.plot import available, save_plot
 from fnserve.bench.report import error_notes, progress_bar, results_table
-from fnserve.cli.common import console, out
-from fnserve.client import ClientError
+from fnserve.cli.common import console, out, user_errors
+from fnserve.client.core import DEFAULT_URL
 
 
 @click.command("bench")
@@ -18,7 +18,7 @@ from fnserve.client import ClientError
 @click.option(
     "--url",
     envvar="FNSERVE_URL",
-    default="http://127.0.0.1:8080",
+    default=DEFAULT_URL,
     show_default=True,
     help="Where the function runs (fn serve, a container, or the gateway).",
 )
@@ -56,6 +56,7 @@ from fnserve.client import ClientError
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where the PNG of latency against throughput goes.  [default: bench-NAME.png]",
 )
+@user_errors  # BenchError, ClientError
 def bench_command(
     name: str, url: str, concurrency: str, batch: str, duration: float | None, requests: int | None,
     data: Path | None, pairs: tuple[str, ...], arrow: bool, plot_path: Path | None,
@@ -71,22 +72,19 @@ def bench_command(
       fn bench tagger -d photo=@photo.jpg --requests 500
       fn bench recs@3 --url http://gateway:8080 --data instances.json --arrow
     """
-    try:
-        levels, sizes = parse_levels(concurrency, "--concurrency"), parse_levels(batch, "--batch")
-        seconds = duration or (60.0 if requests else 2.0)
-        plan = BenchPlan(name, url, levels, sizes, duration_s=seconds, requests=requests, arrow=arrow)
-        with progress_bar(console, plan) as on_progress:
-            results = run(plan, InputSpec.from_options(data, pairs), on_progress)
-        out.print(results_table(plan, results))
-        for note in error_notes(results):
-            console.print(note, style="yellow", markup=False, highlight=False)
-        if available():
-            path = save_plot(results, plot_path or Path(f"bench-{name}.png"), f"fn bench {name}")
-            console.print(f"plot: {path}")
-        else:
-            console.print("no plot: it needs matplotlib (pip install 'fnserve[bench]')")
-    except (BenchError, ClientError) as exc:
-        raise click.ClickException(str(exc)) from None
+    levels, sizes = parse_levels(concurrency, "--concurrency"), parse_levels(batch, "--batch")
+    seconds = duration or (60.0 if requests else 2.0)
+    plan = BenchPlan(name, url, levels, sizes, duration_s=seconds, requests=requests, arrow=arrow)
+    with progress_bar(console, plan) as on_progress:
+        results = run(plan, InputSpec.from_options(data, pairs), on_progress)
+    out.print(results_table(plan, results))
+    for note in error_notes(results):
+        console.print(note, style="yellow", markup=False, highlight=False)
+    if available():
+        path = save_plot(results, plot_path or Path(f"bench-{name}.png"), f"fn bench {name}")
+        console.print(f"plot: {path}")
+    else:
+        console.print("no plot: it needs matplotlib (pip install 'fnserve[bench]')")
 
 
 COMMANDS = [bench_command]

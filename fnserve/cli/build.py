@@ -13,25 +13,10 @@ import click
 from rich.markup import escape
 
 from fnserve.cli.common import console, load_settings, out, user_errors
-from fnserve.runtime.settings import Settings
+from fnserve.project import DEFAULT_PORT, ProjectSettings
+from fnserve.runtime.redact import redact_data
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def build_errors(func: F) -> F:
-    """Build and engine errors become one-line (or one-log) CLI errors, not tracebacks."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from fnserve.docker_engine import EngineError
-        from fnserve.images import BuildError
-
-        try:
-            return func(*args, **kwargs)
-        except (BuildError, EngineError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return user_errors(wrapper)  # type: ignore[return-value]
 
 
 def show(line: str) -> None:
@@ -67,7 +52,7 @@ def engine() -> Any:
 @click.option("--base-image", default=None, help="Local base image (default fnserve/base:bookworm).")
 @click.option("--force", is_flag=True, help="Build even when an image with the same content tag exists.")
 @click.option("--gateway", is_flag=True, help="Build the gateway's image (fnserve/gateway), not functions'.")
-@build_errors
+@user_errors
 def build_command(
     names: tuple[str, ...],
     template: str | None,
@@ -129,7 +114,7 @@ def build_command(
     "--mirror", default=None, help="Debian mirror URL (default from fn.toml [build] debian_mirror)."
 )
 @click.option("--force", is_flag=True, help="Re-create it even if it exists.")
-@build_errors
+@user_errors
 def base_image_command(base_image: str | None, mirror: str | None, force: bool) -> None:
     """Create the base image offline: debootstrap Debian bookworm with python3, then docker import.
 
@@ -156,7 +141,9 @@ def base_image_command(base_image: str | None, mirror: str | None, force: bool) 
 
 @click.command("run")
 @click.argument("name")
-@click.option("--port", type=int, default=None, help="Host port on 127.0.0.1 (default 8080; 0 picks one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Host port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks one)."
+)
 @click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
 @click.option(
     "--network", default=None, help="Docker network; 'host' for a store on this machine's loopback."
@@ -164,7 +151,7 @@ def base_image_command(base_image: str | None, mirror: str | None, force: bool) 
 @click.option(
     "--wait", "wait_s", type=float, default=180.0, show_default=True, help="Seconds to wait for ready."
 )
-@build_errors
+@user_errors
 def run_command(name: str, port: int | None, store: str | None, network: str | None, wait_s: float) -> None:
     """Run a function's image (built first if needed) until Ctrl-C, which stops and removes it.
 
@@ -222,8 +209,8 @@ class ContainerTraining:
     memory: str | None
     network: str | None
 
-    @build_errors
-    def train(self, settings: Settings, name: str, data: str | None) -> None:
+    @user_errors
+    def train(self, settings: ProjectSettings, name: str, data: str | None) -> None:
         from fnserve.docker.containers import parse_memory
         from fnserve.docker.training import TrainOptions, train_function
         from fnserve.images.builds import ensure_image
@@ -256,6 +243,7 @@ class ContainerTraining:
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        manifest = redact_data(manifest, settings.secrets())  # printed: the store's credentials are not
         try:
             import yaml
 

@@ -1,4 +1,8 @@
-"""What every `fn` command shares: consoles, settings, turning library errors into CLI errors."""
+"""What every `fn` command shares: consoles, settings, turning library errors into CLI errors.
+
+Every error fnserve raises on purpose is an :class:`~fnserve.runtime.errors.FnError`; this is the
+one place that turns them (and the client's :class:`~fnserve.client.ClientError`) into messages.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
+from fnserve import project
+from fnserve.client.core import ClientError
+from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import FnError
-from fnserve.runtime.settings import Settings
+from fnserve.runtime.redact import redact_text, register_secrets, scrub, secret_values
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)  # progress and logs
@@ -31,11 +38,25 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(**flags: Any) -> ProjectSettings:
+    """The settings of the project in the working directory; ``flags`` are the command's options
+    (``None``: not given), over the environment, over ``fn.toml``. From here on this command's
+    logs and errors hide their secrets (and the storage credentials of its environment)."""
     try:
-        return Settings.load(Path.cwd(), os.environ, overrides)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        settings = project.load_settings(Path.cwd(), os.environ, flags)
+    except FnError as exc:
+        raise click.ClickException(redact_text(exc.message)) from None
+    register_secrets(settings.secrets() | secret_values(environ=os.environ))
+    return settings
+
+
+def cli_error(exc: FnError | ClientError) -> click.ClickException:
+    """The one-line CLI error for a library error (a build's, the engine's, the platform's, ...).
+
+    The client's errors stay outside :class:`FnError`: they are answers it received (``status``
+    is the server's, 0 when unreachable), not errors with an HTTP status of their own. Either
+    way the message shows no secret the command knows of."""
+    return click.ClickException(scrub(exc.message if isinstance(exc, FnError) else str(exc)))
 
 
 def user_errors(func: F) -> F:
@@ -45,7 +66,7 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except FnError as exc:
-            raise click.ClickException(exc.message) from None
+        except (FnError, ClientError) as exc:
+            raise cli_error(exc) from None
 
     return wrapper  # type: ignore[return-value]

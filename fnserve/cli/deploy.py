@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.table import Table
@@ -14,11 +12,11 @@ from rich.table import Table
 from fnserve import deploy as library
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.gateway.control import Control, connect, running_target
-from fnserve.gateway.platform import PlatformError
-from fnserve.gateway.split import SplitError, parse_weights
+from fnserve.gateway.split import parse_weights
 from fnserve.gateway.targets import TARGETS
+from fnserve.project import DEFAULT_PORT
+from fnserve.runtime.redact import scrub
 
-F = TypeVar("F", bound=Callable[..., Any])
 target_option = click.option(
     "--target",
     type=click.Choice(sorted(TARGETS)),
@@ -36,28 +34,17 @@ idle_option = click.option(
 )
 
 
-def deploy_errors(func: F) -> F:
-    """Platform and split errors become one-line CLI errors too."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (PlatformError, SplitError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return user_errors(wrapper)  # type: ignore[return-value]
-
-
 def control(target: str | None = None) -> Control:
     return connect(load_settings(), target)
 
 
 @click.command("gateway")
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Port to bind (default {DEFAULT_PORT}; 0 picks a free one)."
+)
 @target_option
-@deploy_errors
+@user_errors
 def gateway_command(host: str | None, port: int | None, target: str | None) -> None:
     """Run the gateway: per-function URLs over the deployed functions' replicas.
 
@@ -103,7 +90,7 @@ def gateway_command(host: str | None, port: int | None, target: str | None) -> N
 )
 @click.option("--dry-run", is_flag=True, help="k8s: print the objects it would apply, apply nothing.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", help="With --dry-run.")
-@deploy_errors
+@user_errors
 def deploy_command(name: str, target: str | None, image: str | None, **options: Any) -> None:
     """Deploy a function, add a version of it, or change one.
 
@@ -138,7 +125,7 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
 
 @click.command("status")
 @click.argument("name", required=False)
-@deploy_errors
+@user_errors
 def status_command(name: str | None) -> None:
     """Deployed functions: versions, weights, replicas, request rate, p99, last cold start.
 
@@ -162,7 +149,7 @@ def status_command(name: str | None) -> None:
 @click.option(
     "--target-in-flight", type=click.FloatRange(min=0, min_open=True), default=None, help="Per replica."
 )
-@deploy_errors
+@user_errors
 def scale_command(name: str, scale_to_zero_after: float | None, **changes: Any) -> None:
     """Change a function's scaling bounds (the gateway scales between them on load).
 
@@ -177,7 +164,7 @@ def scale_command(name: str, scale_to_zero_after: float | None, **changes: Any) 
 @click.command("split")
 @click.argument("name")
 @click.argument("weights", nargs=-1, required=True)
-@deploy_errors
+@user_errors
 def split_command(name: str, weights: tuple[str, ...]) -> None:
     """Split traffic between versions by weight (they add up to 100); takes effect at once.
 
@@ -192,7 +179,7 @@ def split_command(name: str, weights: tuple[str, ...]) -> None:
 @click.command("promote")
 @click.argument("name")
 @click.argument("version")
-@deploy_errors
+@user_errors
 def promote_command(name: str, version: str) -> None:
     """Send all traffic to one version (`fn rollback` undoes it).
 
@@ -205,7 +192,7 @@ def promote_command(name: str, version: str) -> None:
 
 @click.command("rollback")
 @click.argument("name")
-@deploy_errors
+@user_errors
 def rollback_command(name: str) -> None:
     """Go back to the split before the last change, from the next request on.
 
@@ -219,7 +206,7 @@ def rollback_command(name: str) -> None:
 @click.command("logs")
 @click.argument("name")
 @click.option("--tail", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Lines to show.")
-@deploy_errors
+@user_errors
 def logs_command(name: str, tail: int) -> None:
     """Recent log lines of a function's replicas.
 
@@ -228,13 +215,13 @@ def logs_command(name: str, tail: int) -> None:
       fn logs recs --tail 20
     """
     for line in control().logs(name, tail):
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(scrub(line), markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("delete")
 @click.argument("name")
 @click.confirmation_option(prompt="Delete the function's replicas and deployment state?")
-@deploy_errors
+@user_errors
 def delete_command(name: str) -> None:
     """Remove a deployed function: its replicas and its state.
 
@@ -248,7 +235,7 @@ def delete_command(name: str) -> None:
 
 
 def _say(line: str) -> None:
-    out.print(line, markup=False, highlight=False, soft_wrap=True)
+    out.print(scrub(line), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_status(functions: list[dict[str, Any]]) -> None:

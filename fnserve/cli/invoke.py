@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 import orjson
 
-from fnserve.cli.common import out
-from fnserve.client import Client, ClientError
+from fnserve.cli.common import out, user_errors
+from fnserve.client import Client
+from fnserve.client.core import DEFAULT_URL
 
 
 @click.command("invoke")
@@ -29,10 +30,11 @@ from fnserve.client import Client, ClientError
 @click.option(
     "--url",
     envvar="FNSERVE_URL",
-    default="http://127.0.0.1:8080",
+    default=DEFAULT_URL,
     show_default=True,
     help="Where the function is served (fn serve, a container, or the gateway).",
 )
+@user_errors  # ClientError
 def invoke_command(
     name: str, pairs: tuple[str, ...], file_: Path | None, json_body: str | None, url: str
 ) -> None:
@@ -53,17 +55,14 @@ def invoke_command(
         params[key] = value
     if file_ is not None and json_body is not None:
         raise click.UsageError("give --file or --json, not both")
-    try:
-        with Client(url) as client:
-            if file_ is not None:
-                kind = mimetypes.guess_type(file_.name)[0] or "application/octet-stream"
-                result = client.predict_bytes(name, file_.read_bytes(), kind, **params)
-            elif json_body is not None:
-                result = _post_json(client, name, json_body)
-            else:
-                result = client.predict(name, **params)
-    except ClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    with Client(url) as client:
+        if file_ is not None:
+            kind = mimetypes.guess_type(file_.name)[0] or "application/octet-stream"
+            result = client.predict_bytes(name, file_.read_bytes(), kind, **params)
+        elif json_body is not None:
+            result = _post_json(client, name, json_body)
+        else:
+            result = client.predict(name, **params)
     out.print_json(orjson.dumps(result).decode())
 
 

@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from fnserve.cli.common import console, load_settings, out, user_errors
+from fnserve.project import DEFAULT_PORT, FUNCTIONS_DIR
 from fnserve.runtime.app import create_app
 from fnserve.runtime.loader import discover
 from fnserve.runtime.server import bind_socket, run, serve
@@ -15,7 +16,9 @@ from fnserve.runtime.service import Runtime
 @click.command("serve")
 @click.argument("targets", nargs=-1, type=click.Path())
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces).")
-@click.option("--port", type=int, default=None, help="Port to bind (default 8080; 0 picks a free one).")
+@click.option(
+    "--port", type=int, default=None, help=f"Port to bind (default {DEFAULT_PORT}; 0 picks a free one)."
+)
 @click.option("--store", default=None, help="Checkpoint store URL (default from fn.toml).")
 @click.option(
     "--checkpoint-version",
@@ -44,7 +47,7 @@ def serve_command(
       fn serve functions/recs --checkpoint-version 3     # what a deployed version runs
     """
     settings = load_settings(host=host, port=port, store=store)
-    found = discover(targets or [settings.project_dir / "functions"])
+    found = discover(targets or [settings.project_dir / FUNCTIONS_DIR])
     if checkpoint_version is not None and checkpoint_version != "latest" and not checkpoint_version.isdigit():
         raise click.BadParameter("a version number or 'latest'", param_hint="--checkpoint-version")
     versions = {f.spec.name: checkpoint_version for f in found} if checkpoint_version else None
@@ -81,7 +84,7 @@ def functions_command(targets: tuple[str, ...]) -> None:
       fn functions
     """
     settings = load_settings()
-    runtime = Runtime(discover(targets or [settings.project_dir / "functions"]), settings)
+    runtime = Runtime(discover(targets or [settings.project_dir / FUNCTIONS_DIR]), settings)
     table = Table("function", "inputs", "output", "versions")
     for fn in runtime.functions.values():
         inputs = ", ".join(f"{f.name}: {f.kind}" for f in fn.schema.inputs)

@@ -6,8 +6,7 @@ import click
 
 from fnserve.cli.build import ContainerTraining, container_options
 from fnserve.cli.common import console, load_settings, user_errors
-from fnserve.local.training import TrainError, find_job, run_locally, trainable
-from fnserve.runtime.errors import CheckpointError
+from fnserve.local.training import find_job, run_locally, trainable
 from fnserve.runtime.store import CheckpointStore
 
 
@@ -44,18 +43,15 @@ def train_command(
         settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
     )
     for name in names or trainable(settings):
-        try:
-            job = find_job(settings, name, data)
-            if missing and store_.latest(name) is not None:
-                console.print(f"{name}: checkpoint v{store_.latest(name)} exists, not training (--missing)")
-                continue
-            if container is not None:  # in the function's image, or as a Kubernetes Job
-                container.train(settings, name, data)
-                continue
-            console.print(f"{name}: training ({job.script.relative_to(settings.project_dir)})")
-            run_locally(job, settings)
-        except (TrainError, CheckpointError) as exc:
-            raise click.ClickException(str(exc)) from None
+        job = find_job(settings, name, data)
+        if missing and store_.latest(name) is not None:
+            console.print(f"{name}: checkpoint v{store_.latest(name)} exists, not training (--missing)")
+            continue
+        if container is not None:  # in the function's image, or as a Kubernetes Job
+            container.train(settings, name, data)
+            continue
+        console.print(f"{name}: training ({job.script.relative_to(settings.project_dir)})")
+        run_locally(job, settings)
 
 
 COMMANDS = [train_command]

@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import orjson
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+from fnserve.project import DEFAULT_PORT
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 JSON_HEADERS = {"content-type": "application/json"}
 
 

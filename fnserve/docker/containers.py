@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 from fnserve.docker_engine import ContainerSpec
 from fnserve.images import BuildError
+from fnserve.images.labels import FUNCTION_LABEL, ROLE_LABEL
 from fnserve.images.plan import CONTAINER_PORT
+from fnserve.runtime.redact import redact_url
 
 STORE_MOUNT = "/fnserve/store"
 DATA_MOUNT = "/fnserve/data"
@@ -48,13 +50,17 @@ def store_access(
     """How a container reaches the checkpoint store at ``store``."""
     scheme = urlsplit(store).scheme or "file"
     if scheme == "memory":
-        raise BuildError(f"the store {store} lives in this process's memory: a container cannot reach it")
+        raise BuildError(
+            f"the store {redact_url(store)} lives in this process's memory: a container cannot reach it"
+        )
     if scheme == "file":
         folder = Path(urlsplit(store).path)
         if writable:
             folder.mkdir(parents=True, exist_ok=True)
         elif not folder.is_dir():
-            raise BuildError(f"the store {store} does not exist: train the function first (fn train NAME)")
+            raise BuildError(
+                f"the store {redact_url(store)} does not exist: train the function first (fn train NAME)"
+            )
         mode = "rw" if writable else "ro"
         return StoreAccess({"FNSERVE_STORE": f"file://{STORE_MOUNT}"}, {str(folder): (STORE_MOUNT, mode)})
     env = {"FNSERVE_STORE": store, **_credentials(environ)}
@@ -71,7 +77,7 @@ def data_access(data: str | None, environ: Mapping[str, str]) -> StoreAccess:
     if scheme in ("", "file"):
         path = Path(urlsplit(data).path if scheme else data).resolve()
         if not path.exists():
-            raise BuildError(f"training data {data} does not exist")
+            raise BuildError(f"training data {redact_url(data)} does not exist")
         inside = f"{DATA_MOUNT}/{path.name}"
         return StoreAccess({"FNSERVE_DATA": f"file://{inside}"}, {str(path): (inside, "ro")})
     return StoreAccess({"FNSERVE_DATA": data, **_credentials(environ)}, loopback=_on_loopback({}, environ))
@@ -105,7 +111,7 @@ def serving_spec(
         tmpfs=TMPFS,
         read_only=True,
         network=network,
-        labels={"io.fnserve.role": "serve", "io.fnserve.function": function},
+        labels={ROLE_LABEL: "serve", FUNCTION_LABEL: function},
     )
 
 
@@ -139,7 +145,7 @@ def training_spec(
         user=user,
         cpus=cpus,
         memory_bytes=memory_bytes,
-        labels={"io.fnserve.role": "train", "io.fnserve.function": function},
+        labels={ROLE_LABEL: "train", FUNCTION_LABEL: function},
     )
 
 

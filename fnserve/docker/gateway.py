@@ -28,17 +28,18 @@ from urllib.parse import urlsplit
 
 from fnserve import __version__
 from fnserve.docker.containers import CREDENTIAL_PREFIXES, TMPFS
-from fnserve.docker.replicas import PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL, DockerSettings, project_id
+from fnserve.docker.replicas import DockerSettings, project_id
 from fnserve.docker_engine import ContainerSpec
 from fnserve.images import BuildError
 from fnserve.images.context import DEFAULT_IGNORE, ContextFile, context_digest, folder_files, parse_ignore
 from fnserve.images.inputs import BuildInputs
-from fnserve.images.plan import LABEL_PREFIX, TAG_LENGTH, BuildPlan
-from fnserve.images.templates import load_template, render
-from fnserve.runtime.settings import Settings
+from fnserve.images.labels import FNSERVE_VERSION_LABEL, PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL, TEMPLATE_LABEL
+from fnserve.images.plan import TAG_LENGTH, BuildPlan
+from fnserve.images.templates import FACTS, load_template, render
+from fnserve.project import DEFAULT_PORT, ProjectSettings
 
 REPOSITORY = "fnserve/gateway"
-PORT = 8080  # inside the container
+PORT = DEFAULT_PORT  # inside the container
 SOCKET_IN_CONTAINER = "/var/run/docker.sock"
 # Set for the container by the platform itself; the user's other FNSERVE_* settings are passed on.
 _OWN_SETTINGS = (
@@ -52,7 +53,8 @@ _OWN_SETTINGS = (
 def plan_gateway_image(inputs: BuildInputs, requirements: tuple[str, ...], *, base_image: str) -> BuildPlan:
     """Everything ``fn build --gateway`` sends to the engine; ``requirements``: the deploy extra, pinned."""
     template = load_template("gateway", kind="gateway")
-    dockerfile = render(template.dockerfile, {"base_image": base_image}, where="template 'gateway'")
+    values = {**FACTS, "base_image": base_image}
+    dockerfile = render(template.dockerfile, values, where="template 'gateway'")
     files = [
         ContextFile("Dockerfile", dockerfile.encode()),
         ContextFile(".dockerignore", DEFAULT_IGNORE.encode()),
@@ -69,8 +71,8 @@ def plan_gateway_image(inputs: BuildInputs, requirements: tuple[str, ...], *, ba
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.revision": digest,
         "org.opencontainers.image.base.name": base_image,
-        LABEL_PREFIX + "fnserve-version": __version__,
-        LABEL_PREFIX + "template": template.name,
+        FNSERVE_VERSION_LABEL: __version__,
+        TEMPLATE_LABEL: template.name,
         ROLE_LABEL: "gateway",
     }
     return BuildPlan(
@@ -90,7 +92,7 @@ def plan_gateway_image(inputs: BuildInputs, requirements: tuple[str, ...], *, ba
 
 
 def gateway_spec(
-    settings: Settings,
+    settings: ProjectSettings,
     docker: DockerSettings,
     image: str,
     *,

@@ -15,20 +15,21 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from fnserve.docker.gateway import REPOSITORY, engine_socket, gateway_spec, plan_gateway_image
-from fnserve.docker.replicas import PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL, DockerSettings, project_id
+from fnserve.docker.replicas import DockerSettings, project_id
 from fnserve.docker_engine import START_HINT, DockerEngine, EngineError
 from fnserve.gateway.server import admin_token, gateway_url
 from fnserve.images import BuildError
 from fnserve.images.builds import BuildResult, build_image, ensure_base_image
 from fnserve.images.inputs import IMAGE_EXTRAS, host_inputs, runtime_requirements
-from fnserve.runtime.settings import Settings
+from fnserve.images.labels import PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL
+from fnserve.project import ProjectSettings
 
 Output = Callable[[str], None]
 LOG_TAIL = 30
 
 
 def ensure_gateway_image(
-    settings: Settings, engine: DockerEngine, on_output: Output, *, force: bool = False
+    settings: ProjectSettings, engine: DockerEngine, on_output: Output, *, force: bool = False
 ) -> BuildResult:
     """``fnserve/gateway:<content hash>`` (and ``:<fnserve version>``, ``:latest``), built if missing."""
     from fnserve import __version__
@@ -46,7 +47,7 @@ def ensure_gateway_image(
 
 
 def start_gateway(
-    settings: Settings,
+    settings: ProjectSettings,
     engine: DockerEngine,
     on_output: Output,
     *,

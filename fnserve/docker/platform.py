@@ -11,7 +11,7 @@
   it holds and exits) and SIGKILL only past the drain timeout. Exited ones are removed; one that
   crashed is replaced (with a growing pause if it never got ready) and the last crash kept for logs.
 
-    platform = DockerPlatform(Settings.load("."), DockerEngine.connect())
+    platform = DockerPlatform(load_settings("."), DockerEngine.connect())
     platform.save_state(FunctionDeployment("recs", {"1": VersionDeployment("fnserve/recs:3f2a9c1b7d0e")}))
     platform.scale("recs", "1", 2)
 """
@@ -30,12 +30,7 @@ import httpx
 
 from fnserve.docker.containers import StoreAccess
 from fnserve.docker.replicas import (
-    FUNCTION_LABEL,
     PORT,
-    PROJECT_LABEL,
-    ROLE_LABEL,
-    SPEC_LABEL,
-    VERSION_LABEL,
     DockerSettings,
     Member,
     plan_version,
@@ -48,7 +43,8 @@ from fnserve.docker.tracker import Tracker
 from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.runtime.settings import Settings
+from fnserve.images.labels import FUNCTION_LABEL, PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL, VERSION_LABEL
+from fnserve.project import ProjectSettings, state_dir
 
 STOP_DELAY_S = 1.0  # draining -> SIGTERM: the gateway's next refresh (every 0.5 s) routes around it first
 KILL_GRACE_S = 10.0  # past the runtime's drain timeout, SIGKILL
@@ -60,7 +56,7 @@ class DockerPlatform:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ProjectSettings,
         engine: DockerEngine,
         docker: DockerSettings | None = None,
         *,
@@ -70,7 +66,7 @@ class DockerPlatform:
         self.settings, self.engine = settings, engine
         self.docker = docker or DockerSettings()
         self.project = project_id(settings.project_dir)
-        self.state = StateFile(settings.project_dir / ".fnserve" / "deploy" / "docker" / "state.json")
+        self.state = StateFile(state_dir(settings.project_dir, "deploy", "docker", "state.json"))
         self.kill_after_s = settings.drain_timeout_s + KILL_GRACE_S
         self.known = Tracker(stop_delay_s=stop_delay_s, kill_after_s=self.kill_after_s)
         self._lock = threading.RLock()
@@ -215,7 +211,7 @@ class DockerPlatform:
                 "(or pass --image with an image the engine has)",
                 status=422,
             )
-        return replica_access(self.settings, info.labels, self.docker.network)
+        return replica_access(self.settings, info.labels, self.docker.network, os.environ)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -278,7 +274,7 @@ def engine_errors() -> Iterator[None]:
         raise PlatformError(str(exc)) from None
 
 
-def create_platform(settings: Settings) -> DockerPlatform:
+def create_platform(settings: ProjectSettings) -> DockerPlatform:
     """The ``docker`` target's entry point (:mod:`fnserve.gateway.targets`)."""
     from fnserve.docker_engine import EngineUnavailable
 

@@ -20,25 +20,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fnserve.docker.containers import TMPFS, StoreAccess, store_access
 from fnserve.docker_engine import ContainerSpec
 from fnserve.gateway.platform import PlatformError, VersionDeployment
 from fnserve.images import BuildError
-from fnserve.images.plan import CONTAINER_PORT, LABEL_PREFIX
+from fnserve.images.labels import (
+    BAKED_LABEL,
+    FUNCTION_LABEL,
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    SPEC_LABEL,
+    VERSION_LABEL,
+)
+from fnserve.images.plan import CONTAINER_PORT
+from fnserve.project import ConfigError, Layers
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 
-ROLE_LABEL = LABEL_PREFIX + "role"  # "replica" or "gateway" ("serve"/"train": fn run, fn train)
-PROJECT_LABEL = LABEL_PREFIX + "project"  # project_id(): two projects never touch each other's
-FUNCTION_LABEL = LABEL_PREFIX + "function"
-VERSION_LABEL = LABEL_PREFIX + "version"
-SPEC_LABEL = LABEL_PREFIX + "spec"  # spec_digest(): what the container runs
 PORT = CONTAINER_PORT
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")  # what Docker accepts as a network or name
 
@@ -51,30 +54,21 @@ class DockerSettings:
 
     @classmethod
     def load(cls, project_dir: Path, environ: Mapping[str, str]) -> DockerSettings:
-        """``FNSERVE_DOCKER_<KEY>`` > ``[docker]`` of fn.toml > default; ``ValueError`` if bad.
+        """``FNSERVE_DOCKER_<KEY>`` > ``[docker]`` of fn.toml > default (the one rule of
+        :class:`~fnserve.project.Layers`; no flags); a ``ConfigError`` if bad.
 
         >>> DockerSettings.load(Path("/nonexistent"), {"FNSERVE_DOCKER_NETWORK": "ml"}).network
         'ml'
         """
-        import tomllib
-
-        path = project_dir / "fn.toml"
-        try:
-            table = tomllib.loads(path.read_text()).get("docker", {}) if path.is_file() else {}
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
-        if not isinstance(table, Mapping):
-            raise ValueError("fn.toml: [docker] must be a table")
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = environ.get(f"FNSERVE_DOCKER_{f.name.upper()}") or table.get(f.name, f.default)
-            if not isinstance(value, str):
-                raise ValueError(f"setting docker {f.name} must be a string, got {value!r}")
-            values[f.name] = value
+        layers = Layers.read(project_dir, environ)
+        values = {
+            f.name: layers.pick(f"docker_{f.name}", f.default, section="docker", toml_key=f.name)
+            for f in dataclasses.fields(cls)
+        }
         settings = cls(**values)
         for key in ("network", "gateway_name"):
             if not _NAME_RE.match(getattr(settings, key)):
-                raise ValueError(f"setting docker {key} {getattr(settings, key)!r}: letters, digits, '_.-'")
+                raise ConfigError(f"setting docker {key} {getattr(settings, key)!r}: letters, digits, '_.-'")
         return settings
 
 
@@ -133,19 +127,22 @@ def replica_spec(
     )
 
 
-def replica_access(settings: Settings, image_labels: Mapping[str, str], network: str) -> StoreAccess:
+def replica_access(
+    settings: Settings, image_labels: Mapping[str, str], network: str, environ: Mapping[str, str]
+) -> StoreAccess:
     """How replicas of an image reach the checkpoint store: not at all when it is baked in; a
-    ``file://`` store mounted read-only; others by URL. A :class:`PlatformError` (422) says why not."""
-    if image_labels.get(LABEL_PREFIX + "checkpoint-baked"):
+    ``file://`` store mounted read-only; others by URL, with the storage credentials of ``environ``.
+    A :class:`PlatformError` (422) says why not."""
+    if image_labels.get(BAKED_LABEL):
         return StoreAccess()
     try:
-        access = store_access(settings.store, settings.storage_options, os.environ, writable=False)
+        access = store_access(settings.store, settings.storage_options, environ, writable=False)
     except BuildError as exc:
         raise PlatformError(str(exc), status=422) from None
     if access.loopback:
         raise PlatformError(
-            f"the store {settings.store} has its endpoint on this machine's loopback, which containers "
-            f"on the {network} network cannot reach: use an address they can reach, or bake the "
+            f"the store {redact_url(settings.store)} has its endpoint on this machine's loopback, which "
+            f"containers on the {network} network cannot reach: use an address they can reach, or bake the "
             "checkpoint into the image (fn build --bake-checkpoint)",
             status=422,
         )

@@ -22,8 +22,9 @@ from fnserve.docker.containers import StoreAccess, serving_spec, store_access
 from fnserve.docker_engine import ContainerSpec, DockerEngine, EngineError
 from fnserve.images import BuildError
 from fnserve.images.builds import build_image, prepare_build
-from fnserve.images.plan import CONTAINER_PORT, LABEL_PREFIX
-from fnserve.runtime.settings import Settings
+from fnserve.images.labels import BAKED_LABEL
+from fnserve.images.plan import CONTAINER_PORT
+from fnserve.project import ProjectSettings
 
 LOG_TAIL = 30
 Output = Callable[[str], None]
@@ -87,7 +88,7 @@ def _log_tail(engine: DockerEngine, container: str) -> str:
 
 
 def serve_function(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     engine: DockerEngine,
     *,
@@ -105,11 +106,11 @@ def serve_function(
     image = engine.image(plan.latest)
     if image is None:
         image = build_image(plan, engine, on_output=on_output).image
-    elif _revision(image.labels) != plan.digest and not image.labels.get(LABEL_PREFIX + "checkpoint-baked"):
+    elif _revision(image.labels) != plan.digest and not image.labels.get(BAKED_LABEL):
         on_output(
             f"note: functions/{name} changed since {plan.latest} was built: `fn build {name}` updates it"
         )
-    if image.labels.get(LABEL_PREFIX + "checkpoint-baked"):
+    if image.labels.get(BAKED_LABEL):
         access = StoreAccess()  # the image holds its own store
     else:
         access = store_access(settings.store, settings.storage_options, os.environ, writable=False)

@@ -17,9 +17,10 @@ from fnserve.docker.containers import data_access, local_user, store_access, tra
 from fnserve.docker_engine import ContainerSpec, DockerEngine
 from fnserve.images import BuildError
 from fnserve.images.builds import ensure_image
-from fnserve.images.plan import LABEL_PREFIX
+from fnserve.images.labels import TRAINABLE_LABEL
+from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import CheckpointError
-from fnserve.runtime.settings import Settings
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.store import CheckpointStore
 
 Output = Callable[[str], None]
@@ -34,11 +35,11 @@ class TrainOptions:
 
 
 def train_function(
-    settings: Settings, name: str, engine: DockerEngine, options: TrainOptions, *, on_output: Output
+    settings: ProjectSettings, name: str, engine: DockerEngine, options: TrainOptions, *, on_output: Output
 ) -> int:
     """Run ``train.py`` in the function's image; returns the checkpoint version it published."""
     built = ensure_image(settings, name, engine, on_output)
-    if built.plan.labels[LABEL_PREFIX + "trainable"] != "true":
+    if built.plan.labels[TRAINABLE_LABEL] != "true":
         raise BuildError(f"function {name!r} has no train.py (expected functions/{name}/train.py)")
     store = store_access(settings.store, settings.storage_options, os.environ, writable=True)
     data = data_access(options.data, os.environ)
@@ -94,4 +95,4 @@ def _latest(store: CheckpointStore, checkpoint: str) -> int | None:
     try:
         return store.latest(checkpoint)
     except CheckpointError as exc:
-        raise BuildError(f"cannot read the store {store.root}: {exc}") from None
+        raise BuildError(f"cannot read the store {redact_url(store.root)}: {exc}") from None

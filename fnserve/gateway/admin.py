@@ -29,12 +29,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.gateway import deployments
-from fnserve.gateway.platform import FunctionDeployment, PlatformError
+from fnserve.gateway.platform import FunctionDeployment
 from fnserve.gateway.proxy import Unauthorized
 from fnserve.gateway.routing import FunctionRoute
 from fnserve.gateway.service import Gateway
 from fnserve.runtime.errors import BadRequest, FnError, ValidationError
 from fnserve.runtime.http import error_response, json_response, parse_json, read_body
+from fnserve.runtime.redact import scrub
 
 ADMIN_BODY_BYTES = 1024 * 1024
 DEPLOY_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -92,9 +93,7 @@ def routes(gateway: Gateway) -> list[Route]:
                         "the admin API needs 'Authorization: Bearer <token>' (see fn gateway's output)"
                     )
                 return await handler(request)
-            except PlatformError as exc:
-                return json_response({"error": str(exc)}, exc.status)
-            except FnError as exc:
+            except FnError as exc:  # PlatformError included: 502, or the 4xx it names
                 return error_response(exc)
 
         return guarded
@@ -168,7 +167,7 @@ def routes(gateway: Gateway) -> list[Route]:
         if not tail.isdigit() or not 0 < int(tail) <= 10_000:
             raise ValidationError("tail: expected a number of lines, 1-10000")
         lines = await gateway.call(lambda: gateway.platform.logs(route_of(request).name, tail=int(tail)))
-        return json_response({"lines": lines})
+        return json_response({"lines": [scrub(line) for line in lines]})
 
     one = "/admin/functions/{name}"
     return [

@@ -20,8 +20,8 @@ from fnserve.gateway import deployments
 from fnserve.gateway.platform import FunctionDeployment, Platform, PlatformError
 from fnserve.gateway.server import admin_token, gateway_url
 from fnserve.gateway.targets import platform_for
+from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import FnError
-from fnserve.runtime.settings import Settings
 
 
 class ControlError(FnError):
@@ -44,7 +44,7 @@ class Control(Protocol):
     def logs(self, name: str, tail: int) -> list[str]: ...
 
 
-def running_target(settings: Settings) -> str | None:
+def running_target(settings: ProjectSettings) -> str | None:
     """The target of the gateway answering at ``[gateway] url``, or None when none answers."""
     url, (token, _) = gateway_url(settings), admin_token(settings)
     try:
@@ -55,7 +55,7 @@ def running_target(settings: Settings) -> str | None:
     return target if isinstance(target, str) else None
 
 
-def connect(settings: Settings, target: str | None = None) -> Control:
+def connect(settings: ProjectSettings, target: str | None = None) -> Control:
     """The running gateway's admin API if one answers, else the target's platform directly."""
     url, (token, _) = gateway_url(settings), admin_token(settings)
     try:

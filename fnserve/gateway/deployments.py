@@ -15,15 +15,13 @@ thing whichever way it is made. Each returns a new :class:`FunctionDeployment` o
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from fnserve.gateway.platform import VERSION_RE, FunctionDeployment, Scaling, VersionDeployment
 from fnserve.gateway.split import SplitError, check_weights, rebalance
+from fnserve.project import check_name as check_project_name
 from fnserve.runtime.errors import FnError
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class DeployError(FnError):
@@ -37,9 +35,11 @@ class NotDeployed(DeployError):
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise DeployError(f"function name {name!r}: use letters, digits, '.', '_' or '-' (at most 63)")
-    return name
+    """The project's one name rule (what the runtime serves), as the admin API's 422."""
+    try:
+        return check_project_name("function name", name)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
 
 
 def deploy(

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fnserve.runtime.errors import FnError
+
 # A version label: what follows "@" in a pinned URL and names a Deployment/container on every target.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
@@ -124,15 +126,13 @@ class Replica:
     id: str = ""  # container id, pod name, or process id
 
 
-class PlatformError(Exception):
+class PlatformError(FnError):
     """The platform could not do what was asked; the message is meant for the user.
 
     ``status`` is what the admin API answers: 502 when the platform failed (the default), a 4xx
     when the request itself was wrong (e.g. an image or folder that does not exist: 422)."""
 
-    def __init__(self, message: str, *, status: int = 502):
-        super().__init__(message)
-        self.status = status
+    status = 502
 
 
 class Platform(Protocol):

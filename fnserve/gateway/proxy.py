@@ -21,7 +21,8 @@ from fnserve.gateway.balancer import Endpoint, may_retry
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import Headers, UpstreamError
 from fnserve.runtime.errors import FnError, NotFound, PayloadTooLarge
-from fnserve.runtime.http import Receive, Scope, Send
+from fnserve.runtime.http import Receive, Scope, Send, body_ended_early
+from fnserve.runtime.redact import scrub
 
 if TYPE_CHECKING:
     from fnserve.gateway.service import Gateway
@@ -174,35 +175,38 @@ class Proxy:
         return headers
 
     async def _read_body(self, receive: Receive, headers: Headers) -> bytes:
-        """The request body as sent (still compressed, if it was), at most ``max_body_bytes``."""
-        limit = self.limit
+        """The request body as sent (still compressed, if it was), at most ``max_body_bytes``; a
+        body the client stopped sending is a 400 (see ``body_ended_early``), never forwarded."""
+        limit, declared = self.limit, None
         for key, value in headers:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLarge(
-                    f"request body of {int(value)} bytes is over the limit of {limit} bytes"
-                )
+            if key == b"content-length" and value.isdigit():
+                declared = int(value)
+                if declared > limit:
+                    raise PayloadTooLarge(
+                        f"request body of {declared} bytes is over the limit of {limit} bytes"
+                    )
         message = await receive()
         body: bytes = message.get("body", b"")
-        if not message.get("more_body", False) and len(body) <= limit:
+        if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= limit:
             return body
         chunks, size = [body], len(body)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        while message.get("more_body", False):
-            message = await receive()
+        while True:
             if message["type"] == "http.disconnect":
-                raise FnError("the client went away before sending its whole body", status=400)
-            chunk = message.get("body", b"")
-            size += len(chunk)
+                raise body_ended_early(declared, size)
             if size > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
             chunks.append(chunk)
-        return b"".join(chunks)
 
     @staticmethod
     def _message(exc: FnError, scope: Scope) -> str:
+        message = scrub(exc.message)  # a replica's or a platform's text may quote a store URL
         if exc.status >= 500 and exc.status not in (503, 504):
             request_id = scope["state"]["request_id"]
-            log.error("request %s: %s", request_id, exc.message)
-            return f"{exc.message} (request id {request_id})"
-        return exc.message
+            log.error("request %s: %s", request_id, message)
+            return f"{message} (request id {request_id})"
+        return message

@@ -17,18 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fnserve.gateway.service import Gateway
+from fnserve.project import ProjectSettings, state_dir
 from fnserve.runtime.http import RequestContext
+from fnserve.runtime.redact import register_secrets
 from fnserve.runtime.server import serve_until_stopped
-from fnserve.runtime.settings import Settings
 
 log = logging.getLogger("fnserve.gateway")
 
 
-def token_file(settings: Settings) -> Path:
-    return settings.project_dir / ".fnserve" / "gateway-token"
+def token_file(settings: ProjectSettings) -> Path:
+    return state_dir(settings.project_dir, "gateway-token")
 
 
-def admin_token(settings: Settings, *, create: bool = False) -> tuple[str, bool]:
+def admin_token(settings: ProjectSettings, *, create: bool = False) -> tuple[str, bool]:
     """``(token, generated now)``: the configured token, the saved one, or (``create``) a new one."""
     if settings.gateway_token:
         return settings.gateway_token, False
@@ -48,7 +49,7 @@ def admin_token(settings: Settings, *, create: bool = False) -> tuple[str, bool]
     return token, True
 
 
-def gateway_url(settings: Settings) -> str:
+def gateway_url(settings: ProjectSettings) -> str:
     """Where `fn` commands reach the gateway: ``[gateway] url``, else its bind address."""
     if settings.gateway_url:
         return settings.gateway_url
@@ -86,7 +87,9 @@ async def serve_gateway(
     )
 
 
-def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool], None] | None = None) -> None:
+def run(
+    settings: ProjectSettings, target: str, *, on_ready: Callable[[str, str, bool], None] | None = None
+) -> None:
     """Run ``fn gateway`` in this process until SIGTERM/Ctrl-C: ``on_ready(url, token, new_token)``.
 
     Raises :class:`~fnserve.gateway.platform.PlatformError` for an unavailable target and
@@ -97,6 +100,7 @@ def run(settings: Settings, target: str, *, on_ready: Callable[[str, str, bool],
     from fnserve.gateway.targets import platform_for
     from fnserve.runtime.server import bind_socket, run
 
+    register_secrets(settings.secrets())  # its logs and answers never show the store's credentials
     platform = platform_for(target, settings)
     token, created = admin_token(settings, create=True)
     options = GatewayOptions(

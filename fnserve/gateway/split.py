@@ -19,11 +19,15 @@ import hashlib
 import random
 from collections.abc import Iterable, Mapping
 
+from fnserve.runtime.errors import FnError
+
 TOTAL = 100
 
 
-class SplitError(ValueError):
+class SplitError(FnError, ValueError):
     """Weights that cannot make a split; the message says why."""
+
+    status = 422
 
 
 class Split:

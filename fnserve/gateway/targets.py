@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 from fnserve.gateway.platform import Platform, PlatformError
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 TARGETS = {
     "local": "fnserve.local.platform",  # `fn serve` processes on this machine
@@ -22,7 +22,7 @@ TARGETS = {
 }
 
 
-def platform_for(target: str, settings: Settings) -> Platform:
+def platform_for(target: str, settings: ProjectSettings) -> Platform:
     """The platform of a target; a :class:`PlatformError` says what is missing."""
     module_name = TARGETS.get(target)
     if module_name is None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from fnserve.runtime.errors import FnError
+
 Headers = list[tuple[bytes, bytes]]
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -25,7 +27,11 @@ MAX_BODY_BYTES = 1 << 30
 IDLE_TTL_S = 30.0  # drop idle connections well before the replica's keep-alive timeout (75 s)
 
 
-class UpstreamError(Exception):
+class UpstreamError(FnError):
+    """A replica could not be reached or answered garbage."""
+
+    status = 502
+
     def __init__(self, message: str, *, connected: bool):
         super().__init__(message)
         self.connected = connected  # False: the request never reached the replica

@@ -9,6 +9,10 @@ to the engine. Nothing in :mod:`fnserve.runtime` imports this package: images ru
 
 from __future__ import annotations
 
+from fnserve.runtime.errors import FnError
 
-class BuildError(Exception):
+
+class BuildError(FnError):
     """A build, base image, run or container training could not be done; the message says why."""
+
+    status = 422  # the function's sources or the build's settings are at fault

@@ -25,6 +25,7 @@ from pathlib import Path
 from fnserve import __version__
 from fnserve.docker_engine import DockerEngine
 from fnserve.images import BuildError
+from fnserve.images.labels import FNSERVE_VERSION_LABEL
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -61,7 +62,7 @@ def plan_base(image: str, mirror: str) -> BasePlan:
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             f"LABEL org.opencontainers.image.title=fnserve-base org.opencontainers.image.version={SUITE} "
-            f"io.fnserve.fnserve-version={__version__}",
+            f"{FNSERVE_VERSION_LABEL}={__version__}",
             'CMD ["python3"]',
         ),
     )

@@ -21,7 +21,7 @@ from fnserve.images.inputs import fetch_baked_checkpoint, host_inputs
 from fnserve.images.plan import BuildPlan, plan_build
 from fnserve.images.source import find_function
 from fnserve.images.templates import load_template
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 Output = Callable[[str], None]
 
@@ -34,7 +34,7 @@ class BuildResult:
     seconds: float
 
 
-def ensure_base_image(settings: Settings, engine: DockerEngine, on_output: Output) -> ImageInfo:
+def ensure_base_image(settings: ProjectSettings, engine: DockerEngine, on_output: Output) -> ImageInfo:
     """The local base image; made offline (debootstrap) when missing, never pulled."""
     base = engine.image(settings.base_image)
     if base is None:
@@ -51,7 +51,7 @@ def ensure_base_image(settings: Settings, engine: DockerEngine, on_output: Outpu
 
 
 def prepare_build(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     engine: DockerEngine,
     *,
@@ -103,7 +103,9 @@ def push_image(plan: BuildPlan, engine: DockerEngine, registry: str, *, on_outpu
     return pushed
 
 
-def ensure_image(settings: Settings, name: str, engine: DockerEngine, on_output: Output) -> BuildResult:
+def ensure_image(
+    settings: ProjectSettings, name: str, engine: DockerEngine, on_output: Output
+) -> BuildResult:
     """The function's image for its current sources: built if missing, reused if not."""
     plan = prepare_build(settings, name, engine, on_output=on_output)
     result = build_image(plan, engine, on_output=on_output)

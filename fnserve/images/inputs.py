@@ -27,6 +27,7 @@ from fsspec.core import url_to_fs
 from fnserve.images import BuildError
 from fnserve.images.source import FunctionSource
 from fnserve.runtime.errors import CheckpointError
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import MANIFEST_NAME, CheckpointStore
 
@@ -154,8 +155,8 @@ def fetch_baked_checkpoint(settings: Settings, source: FunctionSource, version: 
     ref = source.checkpoints[0]
     if "://" in ref.checkpoint or "?" in (ref.checkpoint, ref.version):
         raise BuildError(
-            f"--bake-checkpoint: {ref.function} loads {ref}, not a checkpoint of the project store "
-            "named by literal @predict options"
+            f"--bake-checkpoint: {ref.function} loads {redact_url(ref.checkpoint)}@{ref.version}, "
+            "not a checkpoint of the project store named by literal @predict options"
         )
     if version and ref.version != "latest" and version != ref.version:
         raise BuildError(f"--bake-checkpoint {version}: {ref.function} is pinned to version {ref.version}")
@@ -170,6 +171,6 @@ def fetch_baked_checkpoint(settings: Settings, source: FunctionSource, version: 
     except CheckpointError as exc:
         raise BuildError(f"--bake-checkpoint: {exc}") from None
     if hashlib.sha256(manifest).hexdigest() != checkpoint.manifest.digest:
-        raise BuildError(f"--bake-checkpoint: {url} changed while it was fetched; try again")
+        raise BuildError(f"--bake-checkpoint: {redact_url(url)} changed while it was fetched; try again")
     files = {rel: checkpoint.path / rel for rel in checkpoint.manifest.files}
     return BakedCheckpoint(ref.checkpoint, checkpoint.version, checkpoint.manifest.digest, files, manifest)

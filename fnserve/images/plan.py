@@ -26,13 +26,23 @@ from fnserve.images.context import (
     parse_ignore,
 )
 from fnserve.images.inputs import BuildInputs
+from fnserve.images.labels import (
+    BAKED_LABEL,
+    CHECKPOINT_LABEL,
+    FNSERVE_VERSION_LABEL,
+    FUNCTION_LABEL,
+    PORT_LABEL,
+    TEMPLATE_LABEL,
+    TRAINABLE_LABEL,
+)
 from fnserve.images.source import FunctionSource
-from fnserve.images.templates import Template, render
+from fnserve.images.templates import FACTS, Template, render
+from fnserve.project import DEFAULT_PORT
+from fnserve.runtime.redact import redact_url
 
 TAG_LENGTH = 12
-CONTAINER_PORT = 8080
+CONTAINER_PORT = DEFAULT_PORT
 BAKED_STORE = "/opt/fnserve-store"  # the image's own store with --bake-checkpoint (see the templates)
-LABEL_PREFIX = "io.fnserve."
 _CHECKPOINT_README = b"A checkpoint baked with `fn build --bake-checkpoint` goes here, as a store.\n"
 
 
@@ -47,7 +57,7 @@ class BuildPlan:
     dockerfile: str
     files: tuple[ContextFile, ...]  # the context, Dockerfile and .dockerignore included
     labels: MappingProxyType[str, str]
-    checkpoint: str  # the checkpoint reference the label records
+    checkpoint: str  # the checkpoint reference the label records (credentials masked)
     checkpoints: tuple[str, ...]  # names in the store of the checkpoints the function loads
     baked: bool
 
@@ -72,7 +82,7 @@ def plan_build(
     baked_store = BAKED_STORE if inputs.baked else ""
     dockerfile = render(
         template.dockerfile,
-        {"base_image": base_image, "function": source.name, "baked_store": baked_store},
+        {**FACTS, "base_image": base_image, "function": source.name, "baked_store": baked_store},
         where=f"template {template.name!r}",
     )
     generated = [
@@ -100,8 +110,12 @@ def plan_build(
     digest = context_digest(files, *extra)
     tag = digest[:TAG_LENGTH]
     baked = inputs.baked
+    # Recorded in a label, which anyone who pulls the image reads: a checkpoint URL's
+    # credentials stay out of it (the image is given its store at run time, never in it).
     checkpoint = (
-        f"{baked.name}@{baked.version}" if baked else ",".join(str(ref) for ref in source.checkpoints)
+        f"{baked.name}@{baked.version}"
+        if baked
+        else ",".join(f"{redact_url(ref.checkpoint)}@{ref.version}" for ref in source.checkpoints)
     )
     labels: dict[str, str] = {
         "org.opencontainers.image.title": f"fnserve/{source.name}",
@@ -109,15 +123,15 @@ def plan_build(
         "org.opencontainers.image.version": tag,
         "org.opencontainers.image.revision": digest,
         "org.opencontainers.image.base.name": base_image,
-        LABEL_PREFIX + "function": source.name,
-        LABEL_PREFIX + "fnserve-version": __version__,
-        LABEL_PREFIX + "template": template.name,
-        LABEL_PREFIX + "checkpoint": checkpoint or "none",
-        LABEL_PREFIX + "trainable": "true" if source.trainable else "false",
-        LABEL_PREFIX + "port": str(CONTAINER_PORT),
+        FUNCTION_LABEL: source.name,
+        FNSERVE_VERSION_LABEL: __version__,
+        TEMPLATE_LABEL: template.name,
+        CHECKPOINT_LABEL: checkpoint or "none",
+        TRAINABLE_LABEL: "true" if source.trainable else "false",
+        PORT_LABEL: str(CONTAINER_PORT),
     }
     if baked:
-        labels[LABEL_PREFIX + "checkpoint-baked"] = f"sha256:{baked.digest}"
+        labels[BAKED_LABEL] = f"sha256:{baked.digest}"
     return BuildPlan(
         function=source.name,
         template=template.name,

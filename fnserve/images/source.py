@@ -18,18 +18,18 @@ as literals give the checkpoint reference that the image's label records.
 from __future__ import annotations
 
 import ast
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from fnserve.images import BuildError
 from fnserve.images.templates import DEFAULT_TEMPLATE
-from fnserve.runtime.spec import check_name
+from fnserve.project import FUNCTION_FILE, ConfigError, function_dir, read_toml
+from fnserve.project import function_names as project_functions
 
 PREDICT_FILE = "predict.py"
 REQUIREMENTS_FILE = "requirements.txt"
 TRAIN_FILE = "train.py"
-SETTINGS_FILE = "function.toml"
+SETTINGS_FILE = FUNCTION_FILE
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,12 @@ class FunctionSource:
 def find_function(project_dir: Path, name: str, template: str | None = None) -> FunctionSource:
     """``functions/<name>/`` of the project, checked; ``template`` overrides function.toml."""
     try:
-        check_name("function name", name)
+        folder = function_dir(project_dir, name)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
-    folder = project_dir / "functions" / name
     predict_file = folder / PREDICT_FILE
     if not predict_file.is_file():
-        known = sorted(p.parent.name for p in (project_dir / "functions").glob(f"*/{PREDICT_FILE}"))
+        known = function_names(project_dir)
         raise BuildError(
             f"no function {name!r}: expected {predict_file}"
             + (f" (functions here: {', '.join(known)})" if known else "")
@@ -84,8 +83,8 @@ def find_function(project_dir: Path, name: str, template: str | None = None) -> 
 
 
 def function_names(project_dir: Path) -> list[str]:
-    """Every function folder of the project."""
-    return sorted(p.parent.name for p in (project_dir / "functions").glob(f"*/{PREDICT_FILE}"))
+    """Every function folder of the project (``functions/*/predict.py``)."""
+    return project_functions(project_dir, PREDICT_FILE)
 
 
 def checkpoint_refs(source: str) -> list[CheckpointRef]:
@@ -109,12 +108,10 @@ def checkpoint_refs(source: str) -> list[CheckpointRef]:
 
 
 def _template_setting(path: Path) -> str:
-    if not path.is_file():
-        return DEFAULT_TEMPLATE
     try:
-        table = tomllib.loads(path.read_text()).get("build", {})
-    except tomllib.TOMLDecodeError as exc:
-        raise BuildError(f"{path}: not valid TOML: {exc}") from None
+        table = read_toml(path).get("build", {})
+    except ConfigError as exc:
+        raise BuildError(exc.message) from None
     template = table.get("template", DEFAULT_TEMPLATE) if isinstance(table, dict) else None
     if not isinstance(template, str):
         raise BuildError(f'{path}: [build] template must be a template name, e.g. "python"')

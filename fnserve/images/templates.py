@@ -2,7 +2,9 @@
 
 Rendering is substitution only: ``{{ name }}`` placeholders are replaced by values, with no
 conditions or loops, so a template reads as the Dockerfile it becomes. A placeholder without a
-value, or a value that would break the Dockerfile, is an error naming the template.
+value, or a value that would break the Dockerfile, is an error naming the template. Every template
+gets :data:`FACTS` (``{{ uid }}`` of the image's user, ``{{ port }}`` its server listens on), so
+those are written once, in :mod:`fnserve.project`, not in each Dockerfile.
 
 >>> template = load_template("python")
 >>> template.requirements
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from fnserve.images import BuildError
+from fnserve.project import DEFAULT_PORT, IMAGE_UID
 
 DEFAULT_TEMPLATE = "tensorflow"
 IMAGE_TEMPLATES = ("gateway",)  # templates of fnserve's own images (kind = "gateway"), not functions'
+FACTS = {"uid": str(IMAGE_UID), "port": str(DEFAULT_PORT)}  # values every template may use
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from fnserve.gateway.platform import Replica
 from fnserve.k8s import names
 from fnserve.k8s.api import K8sApi, K8sError, Watch
+from fnserve.project import DEFAULT_PORT
 
 log = logging.getLogger("fnserve.k8s")
 SELECTOR = {names.MANAGED_LABEL: names.MANAGED_BY, names.VERSION_LABEL: ""}  # "": the label exists
@@ -39,7 +40,7 @@ def replicas_from_slices(slices: Iterable[dict[str, Any]]) -> list[Replica]:
         labels = item.get("metadata", {}).get("labels") or {}
         function, version = labels.get(names.FUNCTION_LABEL), labels.get(names.VERSION_LABEL)
         ports = item.get("ports") or []
-        port = next((p.get("port") for p in ports if p.get("name") == "http"), None) or 8080
+        port = next((p.get("port") for p in ports if p.get("name") == "http"), None) or DEFAULT_PORT
         if function is None or version is None:
             continue
         for endpoint in item.get("endpoints") or []:

@@ -22,8 +22,9 @@ from typing import Any
 
 from fnserve.k8s import names
 from fnserve.k8s.workload import container_security, pod_security
+from fnserve.project import DEFAULT_PORT
 
-PORT = 8080
+PORT = DEFAULT_PORT  # the gateway's, inside its pod
 TOKEN_SECRET = names.GATEWAY  # Secret holding the admin API token, key "token"
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-IMAGE_UID = 10001  # the fnserve user of the function images
+from fnserve.k8s import names
+from fnserve.project import IMAGE_UID
+
 _NAME_MAX = 63
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?LW#-]+$")
 _LOCAL_SCHEMES = ("", "file", "memory")
@@ -153,9 +155,9 @@ def _metadata(name: str, job: TrainingJob) -> dict[str, Any]:
 
 def _labels(job: TrainingJob) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": job.function,
-        "app.kubernetes.io/component": "training",
-        "app.kubernetes.io/managed-by": "fnserve",
+        names.NAME_LABEL: job.function,
+        names.COMPONENT_LABEL: "training",
+        names.MANAGED_LABEL: names.MANAGED_BY,
     }
 
 

@@ -33,7 +33,7 @@ from fnserve.k8s.gateway import TOKEN_SECRET, GatewaySpec, gateway_objects
 from fnserve.k8s.manifests import SPEC_KEY, STATE_KEY, Objects, function_objects
 from fnserve.k8s.project import gateway_spec, kubeconfig_path, load_function_spec, load_k8s_settings
 from fnserve.k8s.spec import FunctionSpec
-from fnserve.runtime.settings import Settings
+from fnserve.project import FUNCTIONS_DIR, ProjectSettings
 
 GATEWAY_MANAGER = "fnserve-gateway"  # field manager of the gateway's own changes (scale, floors)
 STATE_SELECTOR = {names.MANAGED_LABEL: names.MANAGED_BY, names.COMPONENT_LABEL: "state"}
@@ -237,7 +237,7 @@ def _owner(labels: dict[str, str]) -> tuple[str | None, str | None]:
     return labels.get(names.FUNCTION_LABEL), labels.get(names.VERSION_LABEL)
 
 
-def create_platform(settings: Settings) -> K8sPlatform:
+def create_platform(settings: ProjectSettings) -> K8sPlatform:
     """The ``k8s`` target's entry point (:mod:`fnserve.gateway.targets`)."""
     try:
         k8s = load_k8s_settings(settings.project_dir, os.environ, {})
@@ -248,7 +248,7 @@ def create_platform(settings: Settings) -> K8sPlatform:
         return K8sPlatform(api)  # the gateway in its pod: specs are the stored ones
 
     def specs(name: str) -> FunctionSpec | None:
-        if not (settings.project_dir / "functions" / name).is_dir():
+        if not (settings.project_dir / FUNCTIONS_DIR / name).is_dir():
             return None  # not this project's: the stored spec serves (fn split from elsewhere)
         try:
             return load_function_spec(settings, k8s, api.namespace, name)

@@ -12,7 +12,6 @@ table of ``fn.toml``, each function's ``function.toml``, and the kubeconfig's na
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,27 +20,25 @@ from fnserve.gateway.platform import FunctionDeployment
 from fnserve.k8s.gateway import GatewaySpec, gateway_objects
 from fnserve.k8s.manifests import Objects, function_objects
 from fnserve.k8s.spec import FunctionSpec, K8sSettings, function_spec
-from fnserve.runtime.settings import Settings
-
-FUNCTION_TOML = "function.toml"
+from fnserve.project import FUNCTION_FILE, Layers, ProjectSettings, function_dir, read_toml
 
 
 def load_k8s_settings(
     project_dir: Path, environ: Mapping[str, str], overrides: Mapping[str, Any]
 ) -> K8sSettings:
-    """``[k8s]`` of the project's fn.toml, under ``FNSERVE_K8S_*`` and flags (``ValueError`` if bad)."""
-    table = _toml(project_dir / "fn.toml").get("k8s", {})
-    if not isinstance(table, Mapping):
-        raise ValueError("fn.toml: [k8s] must be a table")
-    return K8sSettings.from_mapping(table, environ, overrides)
+    """``[k8s]`` of the project's fn.toml, under ``FNSERVE_K8S_*`` and flags (a ``ConfigError``,
+    which is a ``ValueError``, if bad)."""
+    return K8sSettings.from_layers(Layers.read(project_dir, environ, overrides))
 
 
-def load_function_spec(settings: Settings, k8s: K8sSettings, namespace: str, name: str) -> FunctionSpec:
+def load_function_spec(
+    settings: ProjectSettings, k8s: K8sSettings, namespace: str, name: str
+) -> FunctionSpec:
     """The spec of ``functions/<name>/`` (its ``function.toml`` is optional)."""
-    folder = settings.project_dir / "functions" / name
+    folder = function_dir(settings.project_dir, name)
     if not folder.is_dir():
         raise ValueError(f"no function {name!r}: expected the folder {folder}")
-    return function_spec(settings, k8s, namespace, name, _toml(folder / FUNCTION_TOML))
+    return function_spec(settings, k8s, namespace, name, read_toml(folder / FUNCTION_FILE))
 
 
 def kubeconfig_path(environ: Mapping[str, str]) -> Path | None:
@@ -72,7 +69,7 @@ def resolve_namespace(k8s: K8sSettings, environ: Mapping[str, str]) -> str:
     return "default"
 
 
-def gateway_spec(settings: Settings, k8s: K8sSettings, namespace: str) -> GatewaySpec:
+def gateway_spec(settings: ProjectSettings, k8s: K8sSettings, namespace: str) -> GatewaySpec:
     return GatewaySpec(
         namespace=namespace,
         image=k8s.gateway_image,
@@ -101,12 +98,3 @@ def to_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
             return True  # a dict used twice is written twice, never as an &anchor
 
     return "".join("---\n" + yaml.dump(dict(o), Dumper=Dumper, sort_keys=False) for o in objects)
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None

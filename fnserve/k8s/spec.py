@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from fnserve.project import DEFAULT_PORT, ConfigError, Layers
 from fnserve.runtime.settings import Settings
 
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
@@ -92,23 +93,19 @@ class K8sSettings:
     image_pull_policy: str = "IfNotPresent"
 
     @classmethod
-    def from_mapping(
-        cls, table: Mapping[str, Any], environ: Mapping[str, str], overrides: Mapping[str, Any]
-    ) -> K8sSettings:
-        """``overrides`` (flags) > ``FNSERVE_K8S_<KEY>`` > ``[k8s]`` of fn.toml > default."""
-        values: dict[str, str] = {}
-        for f in dataclasses.fields(cls):
-            value = overrides.get(f.name)
-            if value is None:
-                value = environ.get(f"FNSERVE_K8S_{f.name.upper()}") or table.get(f.name, f.default)
-            if not isinstance(value, str):
-                raise ValueError(f"setting k8s {f.name} must be a string, got {value!r}")
-            values[f.name] = value
+    def from_layers(cls, layers: Layers) -> K8sSettings:
+        """``--<key>`` flags > ``FNSERVE_K8S_<KEY>`` > ``[k8s]`` of fn.toml > default (one rule:
+        :class:`~fnserve.project.Layers`); flags are given by their plain names (``namespace``)."""
+        prefixed = Layers({f"k8s_{k}": v for k, v in layers.flags.items()}, layers.environ, layers.config)
+        values = {
+            f.name: prefixed.pick(f"k8s_{f.name}", f.default, section="k8s", toml_key=f.name)
+            for f in dataclasses.fields(cls)
+        }
         settings = cls(**values)
         if settings.image_pull_policy not in PULL_POLICIES:
-            raise ValueError(f"setting k8s image_pull_policy must be one of {', '.join(PULL_POLICIES)}")
+            raise ConfigError(f"setting k8s image_pull_policy must be one of {', '.join(PULL_POLICIES)}")
         if settings.gateway_service_type not in SERVICE_TYPES:
-            raise ValueError(f"setting k8s gateway_service_type must be one of {', '.join(SERVICE_TYPES)}")
+            raise ConfigError(f"setting k8s gateway_service_type must be one of {', '.join(SERVICE_TYPES)}")
         return settings
 
 
@@ -145,7 +142,7 @@ def function_spec(
         raise ValueError(f"functions/{name}/function.toml: [resources] and [train] must be tables")
     env = {
         "FNSERVE_HOST": "0.0.0.0",
-        "FNSERVE_PORT": "8080",
+        "FNSERVE_PORT": str(DEFAULT_PORT),
         "FNSERVE_CACHE": CACHE_DIR,
         "FNSERVE_DRAIN_TIMEOUT_S": str(settings.drain_timeout_s),
         "FNSERVE_RELOAD_INTERVAL_S": str(settings.reload_interval_s),

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from fnserve.k8s.jobs import TrainingJob, training_cronjob, training_job
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 
 def render_training(
-    settings: Settings,
+    settings: ProjectSettings,
     name: str,
     image: str,
     *,

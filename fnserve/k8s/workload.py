@@ -24,10 +24,10 @@ from typing import Any
 
 from fnserve.gateway.platform import VersionDeployment
 from fnserve.k8s import names
-from fnserve.k8s.jobs import IMAGE_UID
 from fnserve.k8s.spec import CACHE_DIR, FunctionSpec
+from fnserve.project import DEFAULT_PORT, IMAGE_UID
 
-PORT = 8080  # the runtime's port in every function image
+PORT = DEFAULT_PORT  # the runtime's port in every function image
 PRESTOP_PAUSE_S = 5  # endpoint removal reaches kube-proxy and the gateway's watch well within this
 GRACE_MARGIN_S = 10  # beyond pause + drain: the interpreter's exit, a slow last response
 

@@ -7,7 +7,7 @@ Each writes its output to ``.fnserve/deploy/logs/<function>@<version>-<n>.log``,
 ``fn logs`` reads it. A replica is ready when its ``/readyz`` answers 200; one that exits is
 replaced, with a growing pause if it keeps failing before it was ever ready.
 
-    platform = LocalPlatform(Settings.load("."))
+    platform = LocalPlatform(load_settings("."))
     platform.save_state(FunctionDeployment("double", {"1": VersionDeployment("functions/double")}))
     platform.scale("double", "1", 2)
 """
@@ -28,7 +28,7 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.runtime.settings import Settings
+from fnserve.project import STATE_DIR, ProjectSettings
 
 LISTENING_RE = re.compile(rb"listening on (http://\S+)")
 KEEP_LOG_FILES = 20  # per function
@@ -50,9 +50,11 @@ class _Process:
 class LocalPlatform:
     target = "local"
 
-    def __init__(self, settings: Settings, *, state_dir: Path | None = None, probe_timeout_s: float = 0.5):
+    def __init__(
+        self, settings: ProjectSettings, *, state_dir: Path | None = None, probe_timeout_s: float = 0.5
+    ):
         self.settings = settings
-        self.dir = state_dir or settings.project_dir / ".fnserve" / "deploy"
+        self.dir = state_dir or settings.project_dir / STATE_DIR / "deploy"
         self.state = StateFile(self.dir / "state.json")
         self.logs_dir = self.dir / "logs"
         self._lock = threading.RLock()
@@ -223,6 +225,6 @@ class LocalPlatform:
         self._probe.close()
 
 
-def create_platform(settings: Settings) -> LocalPlatform:
+def create_platform(settings: ProjectSettings) -> LocalPlatform:
     """The ``local`` target's entry point (see :mod:`fnserve.gateway.targets`)."""
     return LocalPlatform(settings)

@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fnserve.project import function_dir, function_names
+from fnserve.runtime.errors import FnError
 from fnserve.runtime.settings import Settings
-from fnserve.runtime.spec import check_name
 
 TRAIN_FILE = "train.py"
 
 
-class TrainError(Exception):
+class TrainError(FnError):
     """Training could not run or failed; nothing was published."""
+
+    status = 500
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,10 @@ class TrainJob:
 
 
 def find_job(settings: Settings, function: str, data: str | None = None) -> TrainJob:
-    check_name("function name", function)
-    script = settings.project_dir / "functions" / function / TRAIN_FILE
+    try:
+        script = function_dir(settings.project_dir, function) / TRAIN_FILE
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     if not script.is_file():
         raise TrainError(f"no training script for {function!r}: expected {script}")
     return TrainJob(function, script, data)
@@ -52,7 +57,7 @@ def find_job(settings: Settings, function: str, data: str | None = None) -> Trai
 
 def trainable(settings: Settings) -> list[str]:
     """Functions of the project that have a train.py."""
-    return sorted(p.parent.name for p in (settings.project_dir / "functions").glob(f"*/{TRAIN_FILE}"))
+    return function_names(settings.project_dir, TRAIN_FILE)
 
 
 def run_locally(job: TrainJob, settings: Settings, environ: Mapping[str, str] | None = None) -> None:

@@ -1,7 +1,11 @@
-"""The runtime's one error hierarchy.
+"""fnserve's one error hierarchy: :class:`FnError` is the root of every layer's errors.
 
-Every error a request can meet carries its HTTP status; one handler in the app turns it
-into ``{"error": message}``. Load-time errors (bad function file, missing checkpoint) are
+The runtime's, the gateway's (``DeployError``, ``PlatformError``), the builds' (``BuildError``,
+``EngineError``), the deploy's (``DeployFailed``), training's and the settings' (:class:`ConfigError`)
+all derive from it, each class with its HTTP status defined once. One handler in each app turns
+them into ``{"error": message}``; the CLI turns them into one-line messages in one place
+(:func:`fnserve.cli.common.user_errors`). It lives in the runtime because the runtime imports
+nothing outside :mod:`fnserve.runtime`. Load-time errors (bad function file, missing checkpoint) are
 ``FunctionError``/``CheckpointError`` and name the file, function or checkpoint at fault.
 
 A request with several bad inputs gets one answer naming them all: checks raise a
@@ -39,7 +43,7 @@ class Problem:
 
 
 class FnError(Exception):
-    """Base of every error the runtime raises on purpose."""
+    """Base of every error fnserve raises on purpose; ``status`` is its HTTP status."""
 
     status: int = 500
 
@@ -80,6 +84,13 @@ class FnError(Exception):
         if self.count > 1:
             body["problems"] = [{"input": p.input, "error": p.error} for p in self.problems]
         return body
+
+
+class ConfigError(FnError, ValueError):
+    """A setting (flag, ``FNSERVE_*`` variable, ``fn.toml``, ``function.toml``) is wrong; the message
+    names the setting and where it came from. A ``ValueError`` too, as settings errors always were."""
+
+    status = 500  # the server's own configuration, not the caller's request
 
 
 class BadRequest(FnError):

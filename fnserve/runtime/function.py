@@ -19,6 +19,7 @@ import numpy as np
 from fnserve.runtime.errors import CheckpointError, FnError, FunctionError, ModelError
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.redact import redact_text, redact_url
 from fnserve.runtime.store import CheckpointStore
 
 log = logging.getLogger("fnserve.function")
@@ -62,10 +63,10 @@ class ServedFunction:
             try:
                 loaded = self._load_once(started)
             except FnError as exc:
-                self.last_error = exc.message
+                self.last_error = self._redact(exc.message)
                 raise
             except Exception as exc:
-                self.last_error = f"loader of {self.name!r} failed: {type(exc).__name__}: {exc}"
+                self.last_error = self._redact(f"loader of {self.name!r} failed: {type(exc).__name__}: {exc}")
                 log.exception("loading %s failed", self.name)
                 raise FunctionError(f"{self.found.path}: {self.last_error}") from exc
             self.loaded, self.last_error = loaded, None
@@ -131,7 +132,7 @@ class ServedFunction:
             "name": self.name,
             "description": self.spec.description,
             "ready": loaded is not None,
-            "checkpoint": self.spec.checkpoint,
+            "checkpoint": redact_url(self.spec.checkpoint) if self.spec.checkpoint else None,
             "version": loaded.version if loaded else None,
             "wanted_version": self.wanted_version if self.spec.checkpoint else None,
             "available_versions": self._versions(),
@@ -143,6 +144,10 @@ class ServedFunction:
             "max_batch_size": self.spec.max_batch_size,
             **self.schema.describe(),
         }
+
+    def _redact(self, text: str) -> str:
+        """A message as status may show it: without the store's (or a checkpoint URL's) credentials."""
+        return self.store.redact(text) if self.store is not None else redact_text(text)
 
     def _versions(self) -> list[int]:
         if self.spec.checkpoint is None or self.store is None:

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fnserve.runtime import rules
 from fnserve.runtime.errors import BadRequest, FnError, PayloadTooLarge, Problem, UnsupportedMediaType
+from fnserve.runtime.redact import scrub
 
 log = logging.getLogger("fnserve.http")
 
@@ -40,7 +41,9 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(exc: FnError) -> Response:
-    return json_response(exc.payload(), exc.status, exc.headers)
+    body = exc.payload()
+    body["error"] = scrub(body["error"])  # a message may quote a store URL or a backend's text
+    return json_response(body, exc.status, exc.headers)
 
 
 def media_type(request: Request) -> str:
@@ -58,11 +61,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise body_ended_early(int(declared) if declared is not None else None, size) from None
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -70,6 +76,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("gzip", "x-gzip", "deflate"):
         return _inflate(body, encoding, limit)
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+
+
+def body_ended_early(declared: int | None = None, received: int = 0) -> BadRequest:
+    """The 400 for a body that stopped before its end: the client closed its side (or its
+    connection) mid-body, or its framing broke. It is a bad request, not a failure of ours; a
+    client that is gone never reads it, and nothing is logged.
+
+    >>> body_ended_early(declared=20, received=8).message
+    'the request body ended after 8 of the 20 bytes its Content-Length declares'
+    >>> body_ended_early().message  # no Content-Length: a chunked body
+    'the chunked request body ended before its last chunk'
+    """
+    if declared is None:
+        return BadRequest("the chunked request body ended before its last chunk")
+    message = f"the request body ended after {received} of the {declared} bytes its Content-Length declares"
+    return BadRequest(message)
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from fnserve.runtime import connections
 from fnserve.runtime.http import RequestContext
 from fnserve.runtime.service import Runtime
 
@@ -73,6 +74,7 @@ def hypercorn_config(sock: socket.socket, drain_timeout_s: float) -> Config:
     closing it later cannot close whatever else the process has opened under that number since.
     """
     read_larger_chunks()
+    connections.install()  # closed connections released at once; unreadable requests answered in JSON
     config = Config()
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.graceful_timeout = drain_timeout_s

@@ -22,6 +22,7 @@ from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.metrics import Metrics
 from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.redact import register_secrets
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import CheckpointStore
 
@@ -134,6 +135,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Start background loading; returns at once (liveness does not wait for models)."""
+        # Before the first load: every log line from here on hides the store's credentials.
+        register_secrets(self.settings.secrets())
         loop = asyncio.get_running_loop()
         for fn in self.functions.values():
             self.metrics.ready.labels(fn.name).set(0)

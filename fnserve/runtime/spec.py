@@ -22,7 +22,11 @@ from typing import Any, TypeVar, overload
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The one rule for function (and checkpoint) names: they become URL paths (/function/<name>),
+# store folders, image names (fnserve/<name>) and Kubernetes labels. The gateway, `fn new` and the
+# deploy targets check names with check_name too, so none accepts a name the runtime refuses.
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"
 ATTR = "__fnserve__"
 
 
@@ -45,12 +49,16 @@ class PredictSpec:
 
 
 def check_name(kind: str, value: str) -> str:
-    """Function and checkpoint names become URL and storage path parts: keep them tame."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise ValueError(
-            f"{kind} {value!r} is not a valid name: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter"
-        )
+    """``value`` if it follows :data:`NAME_RE`, else a ``ValueError`` saying the rule.
+
+    >>> check_name("function name", "recs-v2")
+    'recs-v2'
+    >>> check_name("function name", "Recs.v2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: function name 'Recs.v2' is not a valid name: use 1-63 lowercase letters, digits, ...
+    """
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValueError(f"{kind} {value!r} is not a valid name: {NAME_RULE}")
     return value
 
 

@@ -45,6 +45,7 @@ from fnserve.runtime.manifest import (
     render_manifest,
     verify_file,
 )
+from fnserve.runtime.redact import redact_text, redact_url, secret_values
 from fnserve.runtime.spec import check_name, check_version
 
 # Re-exported: callers and tests know the manifest types by this module.
@@ -87,11 +88,17 @@ class CheckpointStore:
     ):
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        # What no message may show: the credentials in the root URL and in the options.
+        self.secrets = secret_values(self.root, options=self.storage_options)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self._filesystem(self.root)  # an unknown protocol or a missing backend fails here, not later
 
     def __repr__(self) -> str:
-        return f"CheckpointStore({self.root!r}, cache_dir={str(self.cache_dir)!r})"
+        return f"CheckpointStore({redact_url(self.root)!r}, cache_dir={str(self.cache_dir)!r})"
+
+    def redact(self, text: str) -> str:
+        """``text`` (a message about this store) as it may be shown: URLs and credentials masked."""
+        return redact_text(text, self.secrets)
 
     def location(self, name: str) -> str:
         """URL of the folder holding ``name``'s versions; a full URL is used as that folder."""
@@ -103,7 +110,7 @@ class CheckpointStore:
         """Published versions of ``name`` (those with a manifest), ascending."""
         url = self.location(name)
         fs, folder = self._filesystem(url)
-        with _storage_errors(url):
+        with self._storage_errors(url):
             return [
                 v for v in self._version_folders(fs, folder) if fs.exists(f"{folder}/{v}/{MANIFEST_NAME}")
             ]
@@ -112,7 +119,7 @@ class CheckpointStore:
         """The highest published version of ``name``, or None."""
         url = self.location(name)
         fs, folder = self._filesystem(url)
-        with _storage_errors(url):
+        with self._storage_errors(url):
             # Newest first: usually one manifest check answers the question.
             for version in reversed(self._version_folders(fs, folder)):
                 if fs.exists(f"{folder}/{version}/{MANIFEST_NAME}"):
@@ -125,7 +132,7 @@ class CheckpointStore:
             latest = self.latest(name)
             if latest is None:
                 raise CheckpointNotFound(
-                    f"checkpoint {name!r} has no published version in {self.location(name)}"
+                    f"checkpoint {name!r} has no published version in {redact_url(self.location(name))}"
                 )
             return latest
         number = _version_number(version)
@@ -136,16 +143,17 @@ class CheckpointStore:
         """Read and check the manifest of one version."""
         url = f"{self.location(name)}/{_version_number(version)}/{MANIFEST_NAME}"
         fs, path = self._filesystem(url)
-        with _storage_errors(url):
+        with self._storage_errors(url):
             try:
                 data = fs.cat_file(path)
             except FileNotFoundError:
                 published = ", ".join(map(str, self.versions(name))) or "none"
                 raise CheckpointNotFound(
-                    f"checkpoint {name!r} has no published version {version} in {self.location(name)} "
+                    f"checkpoint {name!r} has no published version {version} in "
+                    f"{redact_url(self.location(name))} "
                     f"(published: {published})"
                 ) from None
-        return Manifest.parse(data, where=url)
+        return Manifest.parse(data, where=redact_url(url))
 
     def publish(self, name: str, local_dir: str | Path, *, metadata: Mapping[str, Any] | None = None) -> int:
         """Upload every file under ``local_dir`` as a new version of ``name``; return its number.
@@ -160,7 +168,7 @@ class CheckpointStore:
         files = publishable_files(Path(local_dir))
         entries = {rel: hash_file(path) for rel, path in files.items()}
         fs, folder = self._filesystem(url)
-        with _storage_errors(url):
+        with self._storage_errors(url):
             # Count unpublished folders too: a half-written version from a crashed publisher is never reused.
             version = max(self._version_folders(fs, folder), default=0) + 1
             manifest = render_manifest(name, version, entries, metadata or {})
@@ -172,7 +180,9 @@ class CheckpointStore:
                     fs.put_file(str(path), target)
                 fs.pipe_file(f"{folder}/{version}/{MANIFEST_NAME}", manifest)  # last: this publishes it
             except FileNotFoundError as exc:
-                raise CheckpointError(f"cannot publish to {url}: not found: {exc}") from exc
+                raise CheckpointError(
+                    f"cannot publish to {redact_url(url)}: not found: {self.redact(str(exc))}"
+                ) from exc
         return version
 
     def fetch(self, name: str, version: str | int = "latest") -> Checkpoint:
@@ -197,12 +207,13 @@ class CheckpointStore:
             for rel, entry in manifest.files.items():
                 local, file_url = temp / rel, f"{url}/{rel}"
                 local.parent.mkdir(parents=True, exist_ok=True)
-                with _storage_errors(file_url):
+                shown = redact_url(file_url)
+                with self._storage_errors(file_url):
                     try:
                         fs.get_file(f"{base}/{rel}", str(local))
                     except FileNotFoundError:
-                        raise CheckpointCorrupt(f"{file_url} is listed in the manifest but missing") from None
-                verify_file(local, entry, file_url)
+                        raise CheckpointCorrupt(f"{shown} is listed in the manifest but missing") from None
+                verify_file(local, entry, shown)
             (temp / MARKER_NAME).write_text(manifest.digest)
             _install(temp, final, manifest.digest)
         finally:
@@ -213,6 +224,24 @@ class CheckpointStore:
         same = (split_protocol(url)[0] or "file") == (split_protocol(self.root)[0] or "file")
         fs, path = url_to_fs(url, **(self.storage_options if same else {}))
         return fs, path.rstrip("/")
+
+    @contextlib.contextmanager
+    def _storage_errors(self, url: str) -> Iterator[None]:
+        """Turn the many ways a backend reports an outage into one StorageUnavailable naming ``url``.
+
+        The backend's text is shown redacted: botocore, aiohttp and fsspec quote the URL they were
+        given, credentials and all.
+        """
+        try:
+            yield
+        except (FileNotFoundError, CheckpointError):
+            raise
+        except Exception as exc:
+            library = type(exc).__module__.split(".")[0]
+            if not isinstance(exc, OSError) and library not in _STORAGE_LIBRARIES:
+                raise
+            said = redact_text(f"{type(exc).__name__}: {exc}", self.secrets | secret_values(url))
+            raise StorageUnavailable(f"storage at {redact_url(url)} is unavailable: {said}") from exc
 
     @staticmethod
     def _version_folders(fs: AbstractFileSystem, folder: str) -> list[int]:
@@ -260,20 +289,6 @@ def _install(temp: Path, final: Path, digest: str) -> None:
     raise CheckpointError(
         f"could not move a verified checkpoint into the cache at {final}: {error}"
     ) from error
-
-
-@contextlib.contextmanager
-def _storage_errors(url: str) -> Iterator[None]:
-    """Turn the many ways a backend reports an outage into one StorageUnavailable naming ``url``."""
-    try:
-        yield
-    except (FileNotFoundError, CheckpointError):
-        raise
-    except Exception as exc:
-        library = type(exc).__module__.split(".")[0]
-        if not isinstance(exc, OSError) and library not in _STORAGE_LIBRARIES:
-            raise
-        raise StorageUnavailable(f"storage at {url} is unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 def _version_number(version: str | int) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.spec import check_name
 from fnserve.runtime.store import CheckpointStore
@@ -62,11 +63,12 @@ class TrainContext:
         """
         metadata = {
             "metrics": {key: _plain(value) for key, value in (metrics or {}).items()},
-            "data": self.data,
+            "data": redact_url(self.data) if self.data else None,  # a record: no credentials in the store
         }
         version = self.store.publish(self.function, Path(local_dir), metadata=metadata)
         print(
-            f"published {self.function} version {version} to {self.store.location(self.function)}/{version}"
+            f"published {self.function} version {version} to "
+            f"{redact_url(self.store.location(self.function))}/{version}"
         )
         return version
 

@@ -113,10 +113,10 @@ def test_targets_are_looked_up_by_name(tmp_path: Path) -> None:
 
 
 def test_gateway_settings_from_fn_toml_environment_and_flags(tmp_path: Path) -> None:
-    from fnserve.runtime.settings import Settings
+    from fnserve.project import ProjectSettings
 
     config = {"gateway": {"port": 9000, "auth": "token", "target": "docker", "url": "http://gw:80/"}}
-    settings = Settings.from_mapping(
+    settings = ProjectSettings.from_mapping(
         tmp_path, config, {"FNSERVE_GATEWAY_TOKEN": "s3cret"}, {"gateway_port": 0}
     )
     assert (settings.gateway_port, settings.gateway_auth, settings.gateway_target) == (0, "token", "docker")
@@ -131,4 +131,4 @@ def test_gateway_settings_from_fn_toml_environment_and_flags(tmp_path: Path) -> 
         ({"port": 70000}, "range"),
     ]:
         with pytest.raises(ValueError, match=message):
-            Settings.from_mapping(tmp_path, {"gateway": bad}, {}, {})
+            ProjectSettings.from_mapping(tmp_path, {"gateway": bad}, {}, {})

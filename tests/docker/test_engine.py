@@ -37,7 +37,7 @@ from fnserve.images.inputs import host_inputs
 from fnserve.images.plan import plan_build
 from fnserve.images.source import find_function
 from fnserve.images.templates import load_template
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 from fnserve.runtime.store import CheckpointStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -68,8 +68,8 @@ ctx.publish(out, metrics={"uid": os.getuid()})
 """
 
 
-def project_settings(project: Path, **overrides: Any) -> Settings:
-    return Settings.from_mapping(project, {}, {}, overrides)
+def project_settings(project: Path, **overrides: Any) -> ProjectSettings:
+    return ProjectSettings.from_mapping(project, {}, {}, overrides)
 
 
 def say(line: str) -> None:
@@ -190,7 +190,7 @@ def test_recs_trains_in_a_container_into_s3_and_the_served_version_follows(
         check=False,
     )
     assert written.returncode == 0, written.stderr
-    settings = Settings.from_mapping(
+    settings = ProjectSettings.from_mapping(
         REPO, {"store": {"options": options}}, {}, {"store": root, "cache": str(tmp_path / "cache")}
     )
     limits = TrainOptions(data=data, cpus=2, memory_bytes=4 * 2**30)

@@ -26,7 +26,7 @@ from fnserve.gateway.targets import platform_for
 from fnserve.images import BuildError
 from fnserve.images.inputs import BuildInputs
 from fnserve.images.templates import available_templates, load_template
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 
 def m(id_: str, current: bool = True, ready: bool = True, created: int = 0) -> Member:
@@ -116,8 +116,10 @@ def test_a_replica_is_the_runtime_on_the_private_network_with_no_published_port(
 
 def test_replicas_reach_the_store_or_the_deploy_says_why_not(tmp_path: Path) -> None:
     def access(store: str, **options: object) -> StoreAccess:
-        settings = Settings.from_mapping(tmp_path, {"store": {"options": options}}, {}, {"store": store})
-        return replica_access(settings, {}, "fnserve")
+        settings = ProjectSettings.from_mapping(
+            tmp_path, {"store": {"options": options}}, {}, {"store": store}
+        )
+        return replica_access(settings, {}, "fnserve", {})
 
     with pytest.raises(PlatformError, match="does not exist: train the function first") as missing:
         access((tmp_path / "store").as_uri())
@@ -126,14 +128,14 @@ def test_replicas_reach_the_store_or_the_deploy_says_why_not(tmp_path: Path) -> 
         access("memory://models")
     with pytest.raises(PlatformError, match="loopback, which containers on the fnserve network cannot reach"):
         access("s3://bucket/store", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"})
-    baked = Settings.from_mapping(tmp_path, {}, {}, {"store": "memory://models"})
-    assert replica_access(baked, {"io.fnserve.checkpoint-baked": "sha256:ab"}, "fnserve") == StoreAccess()
+    baked = ProjectSettings.from_mapping(tmp_path, {}, {}, {"store": "memory://models"})
+    assert replica_access(baked, {"io.fnserve.checkpoint-baked": "sha256:ab"}, "fnserve", {}) == StoreAccess()
     (tmp_path / "store").mkdir()
     assert access((tmp_path / "store").as_uri()).mounts == {str(tmp_path / "store"): ("/fnserve/store", "ro")}
 
 
 def test_the_gateway_container_gets_the_socket_the_project_and_its_settings(tmp_path: Path) -> None:
-    settings = Settings.from_mapping(tmp_path, {}, {}, {"store": "/srv/models", "gateway_port": 9000})
+    settings = ProjectSettings.from_mapping(tmp_path, {}, {}, {"store": "/srv/models", "gateway_port": 9000})
     environ = {
         "FNSERVE_GATEWAY_PORT": "9000",
         "FNSERVE_GATEWAY_TOKEN": "t",
@@ -202,4 +204,4 @@ def test_without_an_engine_the_target_says_how_to_start_one(
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(PlatformError, match=r"not reachable.*scripts/ensure-docker"):
-        platform_for("docker", Settings.from_mapping(tmp_path, {}, {}, {}))
+        platform_for("docker", ProjectSettings.from_mapping(tmp_path, {}, {}, {}))

@@ -19,13 +19,15 @@ from fnserve.docker.containers import (
 from fnserve.images import BuildError
 from fnserve.images.base import debootstrap_command, plan_base
 from fnserve.k8s.jobs import TrainingJob, training_cronjob, training_job
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 
 # --- settings -------------------------------------------------------------------------------------
 
 
-def settings(config: dict | None = None, env: dict | None = None, flags: dict | None = None) -> Settings:
-    return Settings.from_mapping(Path("/project"), config or {}, env or {}, flags or {})
+def settings(
+    config: dict | None = None, env: dict | None = None, flags: dict | None = None
+) -> ProjectSettings:
+    return ProjectSettings.from_mapping(Path("/project"), config or {}, env or {}, flags or {})
 
 
 def test_build_settings_precedence_flag_env_toml_default() -> None:

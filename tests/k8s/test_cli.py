@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from fnserve.cli.main import cli
 from fnserve.deploy import resolve_target
-from fnserve.runtime.settings import Settings
+from fnserve.project import ProjectSettings
 from tests.support.k8s_emulator import Cluster, open_cluster
 
 FN_TOML = (
@@ -81,14 +81,14 @@ def test_dry_run_as_a_json_list_and_only_for_k8s(project: Path) -> None:
 def test_k8s_is_the_default_target_when_a_kubeconfig_is_present(project: Path) -> None:
     kubeconfig = project / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
-    settings = Settings.load(project, {}, {})
+    settings = ProjectSettings.load(project, {}, {})
     assert resolve_target(settings, None, {}) == "local"
     assert resolve_target(settings, None, {"KUBECONFIG": str(kubeconfig)}) == "k8s"
     assert resolve_target(settings, "docker", {"KUBECONFIG": str(kubeconfig)}) == "docker"
     environ = {"KUBECONFIG": str(kubeconfig), "FNSERVE_GATEWAY_TARGET": "local"}
-    assert resolve_target(Settings.load(project, environ, {}), None, environ) == "local"
+    assert resolve_target(ProjectSettings.load(project, environ, {}), None, environ) == "local"
     (project / "fn.toml").write_text(FN_TOML.replace("[gateway]\n", '[gateway]\ntarget = "docker"\n'))
-    configured = Settings.load(project, {}, {})
+    configured = ProjectSettings.load(project, {}, {})
     assert resolve_target(configured, None, {"KUBECONFIG": str(kubeconfig)}) == "docker"
 
 

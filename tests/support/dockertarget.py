@@ -37,17 +37,17 @@ from fnserve.gateway.app import create_app
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment
 from fnserve.gateway.server import serve_gateway
 from fnserve.gateway.service import Gateway, GatewayOptions
+from fnserve.project import ProjectSettings
 from fnserve.runtime.server import bind_socket
-from fnserve.runtime.settings import Settings
 from tests.support.gateways import until
 
 TOKEN = "test-admin-token"
 OPTIONS = GatewayOptions(token=TOKEN, tick_s=0.2, poll_s=0.05, state_refresh_s=1.0, hold_timeout_s=60)
 
 
-def project_settings(project: Path) -> Settings:
+def project_settings(project: Path) -> ProjectSettings:
     overrides = {"store": (project / "store").as_uri(), "cache": str(project / "cache"), "drain_timeout_s": 3}
-    return Settings.from_mapping(project, {}, {}, overrides)
+    return ProjectSettings.from_mapping(project, {}, {}, overrides)
 
 
 def deployment(image: str, *versions: tuple[str, int, str], **scaling: Any) -> FunctionDeployment:

@@ -24,8 +24,8 @@ from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeploym
 from fnserve.gateway.server import serve_gateway
 from fnserve.gateway.service import Gateway, GatewayOptions
 from fnserve.local.platform import LocalPlatform
+from fnserve.project import ProjectSettings
 from fnserve.runtime.server import bind_socket
-from fnserve.runtime.settings import Settings
 
 FNS = Path(__file__).parent / "fns"
 TOKEN = "test-admin-token"
@@ -56,9 +56,9 @@ class RunningGateway:
         return until(ready, f"{count} ready replica(s) of {name}@{version}", timeout_s)
 
 
-def settings_for(project: Path, **overrides: Any) -> Settings:
+def settings_for(project: Path, **overrides: Any) -> ProjectSettings:
     base = {"store": f"file://{project}/store", "cache": str(project / "cache"), "drain_timeout_s": 2.0}
-    return Settings.from_mapping(project, {}, {}, {**base, **overrides})
+    return ProjectSettings.from_mapping(project, {}, {}, {**base, **overrides})
 
 
 def deployment(name: str, *versions: tuple[str, str, int, str], **scaling: Any) -> FunctionDeployment:

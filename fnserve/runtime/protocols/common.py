@@ -18,6 +18,7 @@ from fnserve.runtime.errors import FnError
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import error_response, json_response
 from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.redact import scrub
 from fnserve.runtime.service import Runtime
 
 log = logging.getLogger("fnserve.app")
@@ -41,7 +42,8 @@ def endpoint(handler: Handler) -> Handler:
             if exc.status >= 500 and exc.status not in (503, 504):
                 request_id = request.state.request_id
                 log.error("request %s: %s", request_id, exc.message)
-                return json_response({"error": f"{exc.message} (request id {request_id})"}, exc.status)
+                shown = scrub(exc.message)
+                return json_response({"error": f"{shown} (request id {request_id})"}, exc.status)
             return error_response(exc)
 
     return guarded
