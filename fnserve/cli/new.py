@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fnserve.cli.common import console, load_settings, out
-from fnserve.scaffold import TEMPLATES, ScaffoldError, create_function, default_template
+from fnserve.cli.common import console, load_settings, out, user_errors
+from fnserve.scaffold import TEMPLATES, create_function, default_template
 
 
 @click.command("new")
@@ -17,11 +17,12 @@ from fnserve.scaffold import TEMPLATES, ScaffoldError, create_function, default_
     help="tensorflow (a Keras model) or python (NumPy only).  "
     "[default: tensorflow where TensorFlow is installed, else python]",
 )
+@user_errors
 def new_command(name: str, template: str | None) -> None:
     """Create functions/NAME: predict.py, train.py, function.toml and a test, ready to train and serve.
 
     The generated function trains on generated data in seconds; replace its inputs and its model
-    with yours. An existing folder is never written into.
+    with yours. NAME is its URL, /function/NAME. An existing folder is never written into.
 
     \b
     Examples:
@@ -32,10 +33,7 @@ def new_command(name: str, template: str | None) -> None:
     """
     settings = load_settings()
     chosen = template or default_template()
-    try:
-        folder = create_function(settings.project_dir, name, chosen)
-    except ScaffoldError as exc:
-        raise click.ClickException(str(exc)) from None
+    folder = create_function(settings.project_dir, name, chosen)
     if template is None:
         reason = (
             "TensorFlow is installed here" if chosen == "tensorflow" else "TensorFlow is not installed here"

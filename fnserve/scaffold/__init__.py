@@ -6,8 +6,9 @@
 A template is a module of this package (:mod:`.python`, :mod:`.tensorflow`) whose ``FILES`` map
 file names to texts with ``{{ name }}`` placeholders, rendered by substitution only (the
 Dockerfile templates' :func:`~fnserve.images.templates.render`), so each reads as the file it
-becomes. They are Python strings, not files beside the code, because the package ships its
-modules and only the Dockerfile templates as data.
+becomes. They are Python strings rather than files under ``fnserve/templates/`` because the wheel
+ships only the Dockerfile templates as data, and a ``predict.py`` holding ``def {{ identifier }}(``
+is no Python that ruff or mypy could read; the tests lint and run what they render instead.
 
 >>> sorted(render_files("python", "fare-estimate"))[:3]
 ['function.toml', 'predict.py', 'requirements.txt']
@@ -17,24 +18,28 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import keyword
+import os
+import secrets
 import shutil
 from pathlib import Path
 
 from fnserve.images.templates import render
-from fnserve.runtime.spec import check_name
+from fnserve.project import FUNCTIONS_DIR, FnError, function_dir
 
 TEMPLATES = ("tensorflow", "python")
-FUNCTIONS_DIR = "functions"
 # The lowercase module-level names of the templates' predict.py: a function named like one of them
 # would shadow it, so its Python name gets a trailing underscore (the served name is unchanged).
 _TAKEN = frozenset({"annotations", "json", "load", "np", "predict"})
 
 
-class ScaffoldError(Exception):
+class ScaffoldError(FnError):
     """The function cannot be created; the message says why. Nothing was written."""
+
+    status = 400  # the caller's name or template
 
 
 def default_template() -> str:
@@ -67,28 +72,43 @@ def render_files(template: str, name: str) -> dict[str, str]:
 def create_function(project_dir: Path, name: str, template: str) -> Path:
     """Write ``functions/<name>/`` of the project from ``template``; return the folder.
 
-    Refused, with nothing written: a name the runtime would not serve, an existing folder.
+    Refused, with nothing written: a name the runtime would not serve (the message says the
+    rule), an existing folder or file of that name. The files are written into a hidden folder
+    beside it, renamed into place once complete, so a failure leaves no half function behind.
     """
     try:
-        check_name("function name", name)
+        folder = function_dir(project_dir, name)
     except ValueError as exc:
         raise ScaffoldError(str(exc)) from None
-    folder = project_dir / FUNCTIONS_DIR / name
+    files = render_files(template, name)  # every text is ready before anything is written
+    _refuse_existing(folder, name)
+    parent_existed = folder.parent.is_dir()
+    staging = folder.parent / f".{name}.{secrets.token_hex(4)}.new"  # hidden: not a function yet
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        for path, text in files.items():
+            (staging / path).write_text(text)
+        _refuse_existing(folder, name)  # made meanwhile: refused, not replaced
+        os.rename(staging, folder)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not parent_existed:
+            _remove_if_empty(folder.parent)
+        if isinstance(exc, OSError):
+            raise ScaffoldError(f"cannot write {FUNCTIONS_DIR}/{name}: {exc.strerror or exc}") from None
+        raise
+    return folder
+
+
+def _refuse_existing(folder: Path, name: str) -> None:
     if folder.exists() or folder.is_symlink():
         raise ScaffoldError(
             f"{FUNCTIONS_DIR}/{name} already exists: fn new never writes into an existing folder; "
             "choose another name or remove it"
         )
-    files = render_files(template, name)  # every text is ready before anything is written
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        folder.mkdir()  # exclusive: a folder made meanwhile is refused, not merged into
-    except FileExistsError:
-        raise ScaffoldError(f"{FUNCTIONS_DIR}/{name} already exists") from None
-    try:
-        for path, text in files.items():
-            (folder / path).write_text(text)
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise ScaffoldError(f"cannot write {folder}: {exc}") from None
-    return folder
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: someone else's files, left alone
+        folder.rmdir()

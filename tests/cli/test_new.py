@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,13 @@ from click.testing import CliRunner
 
 from fnserve.cli.main import cli
 from fnserve.images.source import find_function
+from fnserve.project import NAME_RULE
+from fnserve.runtime.errors import FnError
 from fnserve.runtime.loader import discover
-from fnserve.scaffold import TEMPLATES
+from fnserve.scaffold import TEMPLATES, ScaffoldError, create_function
 from tests.support.serving import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"
 
 
 def fn_new(project: Path, *args: str) -> tuple[int, str]:
@@ -180,3 +182,53 @@ def test_unknown_template_is_a_usage_error(tmp_path: Path) -> None:
     code, output = fn_new(tmp_path, "fare", "--template", "pytorch")
     assert code == 2 and "'tensorflow', 'python'" in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_while_writing_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Interrupted after the first file: no half function, no staging folder, no empty functions/.
+    write_text, written = Path.write_text, []
+
+    def interrupted(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        return write_text(path, text)
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        create_function(tmp_path, "fare", "python")
+    assert written and list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_error_is_a_user_error_naming_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "functions").write_text("a file where the functions folder belongs\n")
+    with pytest.raises(ScaffoldError, match=r"^cannot write functions/fare: ") as raised:
+        create_function(tmp_path, "fare", "python")
+    assert isinstance(raised.value, FnError)  # what the CLI turns into one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["functions"]
+
+
+def test_a_folder_made_while_writing_is_refused_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, write_text = tmp_path / "functions" / "fare", Path.write_text
+
+    def racing(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        folder.mkdir(exist_ok=True)  # someone else's, empty: a rename would silently replace it
+        return write_text(path, text)
+
+    monkeypatch.setattr(Path, "write_text", racing)
+    with pytest.raises(ScaffoldError, match="functions/fare already exists"):
+        create_function(tmp_path, "fare", "python")
+    assert [p.name for p in (tmp_path / "functions").iterdir()] == ["fare"]  # no staging folder left
+    assert list(folder.iterdir()) == []
+
+
+def test_the_readme_lists_the_files_fn_new_writes(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (listed,) = re.findall(r"fn new price +# functions/price/: ([^\n]+)", readme)
+    assert fn_new(tmp_path, "price", "--template", "python")[0] == 0
+    written = sorted(p.name for p in (tmp_path / "functions" / "price").iterdir())
+    assert sorted(listed.replace(" and ", ", ").split(", ")) == written
