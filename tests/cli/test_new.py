@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,8 @@ from click.testing import CliRunner
 
 from fnserve.cli.main import cli
 from fnserve.images.source import find_function
+from fnserve.images.templates import load_template
+from fnserve.k8s.spec import Resources
 from fnserve.project import NAME_RULE
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.loader import discover
@@ -145,6 +148,13 @@ def test_function_toml_is_what_fn_build_reads(tmp_path: Path, template: str) -> 
     assert source.template == template and source.trainable
     assert [str(ref) for ref in source.checkpoints] == ["fare@latest"]
     assert source.requirements is not None
+    assert load_template(template).name == template  # a template fn build has
+
+    # Its commented-out Kubernetes settings, uncommented, are the defaults they claim to be.
+    text = (tmp_path / "functions" / "fare" / "function.toml").read_text()
+    uncommented = tomllib.loads(re.sub(r"^# (\[|\w+ = )", r"\1", text, flags=re.M))
+    assert Resources.from_mapping(uncommented["resources"]) == Resources()
+    assert uncommented["train"] == {"schedule": "0 3 * * *"}
 
 
 def test_without_template_says_which_it_chose(tmp_path: Path) -> None:
