@@ -20,6 +20,7 @@ def cli(verbose: bool) -> None:
 
     \b
     Examples:
+      fn new fare                   # functions/fare: predict.py, train.py, function.toml, a test
       fn serve                      # every function in ./functions on 127.0.0.1:8080
       fn train recs                 # train and publish a new checkpoint version
       fn invoke recs -d user_country=NL -d hotel_id=4711 ...
@@ -30,9 +31,9 @@ def cli(verbose: bool) -> None:
 
 
 def register() -> None:
-    from fnserve.cli import bench, build, deploy, invoke, serve, train
+    from fnserve.cli import bench, build, deploy, invoke, new, serve, train
 
-    for module in (serve, train, invoke, bench, build, deploy):
+    for module in (new, serve, train, invoke, bench, build, deploy):
         for command in module.COMMANDS:
             cli.add_command(command)
 

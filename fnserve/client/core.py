@@ -1,5 +1,6 @@
-"""What the sync and the async client share, as pure code: building requests, reading answers,
-deciding retries. Neither does any I/O here, so both behave the same and this is tested alone.
+"""What the sync and the async client share: building requests, reading answers, deciding retries.
+Nothing here does I/O, so both behave the same and this is tested alone; the one outside fact read
+is the clock, for a ``Retry-After`` given as a date (``parse_retry_after(..., now=)`` fixes it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Containers as data: how a function image is started to serve, or to train.
 
-Pure functions from settings and choices to a :class:`~fnserve.docker_engine.ContainerSpec`.
+Functions from settings and choices to a :class:`~fnserve.docker_engine.ContainerSpec`; the file
+system is touched only to check that a ``file://`` store or data set exists (and to create a store
+that training writes to).
 A ``file://`` store or data set is mounted into the container; any other URL (s3://, gs://, ...)
 is passed as it is, with the store's fsspec options as JSON and the storage credentials of this
 environment (``AWS_*``, ...) given at run time: nothing of the kind is in the image. A store on

@@ -1,5 +1,7 @@
 """The ``docker`` target as data: its settings, the replica containers, and what each version needs
-started or stopped. Pure functions, tested by value; :mod:`fnserve.docker.platform` carries them out.
+started or stopped. The plans (``replica_spec``, ``plan_version``) are pure functions, tested by value;
+``DockerSettings.load`` reads ``fn.toml`` and the environment, ``replica_access`` the store and this
+process's storage credentials; :mod:`fnserve.docker.platform` carries them out.
 
 Every replica is a container of the version's image on the target's private bridge network, with no
 published port (the gateway reaches it at its address on that network), labelled with the project,

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fnserve.runtime.metrics import LATENCY_BUCKETS_S
 
 COLD_START_BUCKETS_S = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120)
-COLD_START_PARTS = ("total", "start", "fetch", "load")
 RECENT = 4096  # requests kept per function for the request rate and p99 of `fn status`
 
 

@@ -1,7 +1,7 @@
 """Container images: function and gateway image plans computed as data, built through the Docker adapter.
 
-    plan = plan_build(settings, "recs", base_image_id="sha256:...")   # pure: context, Dockerfile, tag
-    image = build_image(plan, engine, on_output=print)               # the engine does the work
+    plan = prepare_build(settings, "recs", engine)    # data: context, Dockerfile, tag (plan_build)
+    image = build_image(plan, engine, on_output=print)  # the engine does the work
 
 Nothing here imports the Docker SDK: :mod:`fnserve.docker_engine` is the one module that talks
 to the engine. Nothing in :mod:`fnserve.runtime` imports this package: images run the runtime.

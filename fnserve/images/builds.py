@@ -1,4 +1,4 @@
-"""Build and push function images: plan (pure), then the engine does it.
+"""Build and push function images: plan (data), then the engine does it.
 
 engine = DockerEngine.connect()
 plan = prepare_build(settings, "recs", engine)           # reads the function and this host

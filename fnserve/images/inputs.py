@@ -1,7 +1,7 @@
 """What this machine contributes to a build: pinned runtime requirements, pip's index settings,
 the CA bundle pip trusts, and (with --bake-checkpoint) a checkpoint from the store.
 
-These are read here, once, and handed to the pure planner as :class:`BuildInputs`. The pip
+These are read here, once, and handed to the planner as :class:`BuildInputs`. The pip
 settings and CA bundle are only for the dependency stage of the Dockerfile: they never reach a
 layer of the image. Local indexes (``file://``, find-links folders) cannot be seen from inside a
 build and are left out; an http(s) index is kept, so a build uses the same mirror as this host.

@@ -1,4 +1,5 @@
-"""The build plan: a function's image as data, computed by pure functions.
+"""The build plan: a function's image as data. Planning reads the files it lists (to hash them)
+and nothing else: no engine, no network, no environment (the host's part comes in as BuildInputs).
 
     plan = plan_build(source, load_template(source.template), inputs, base_image="fnserve/base:bookworm")
     plan.image              # 'fnserve/recs:3f2a9c1b7d0e' (the tag is a hash of everything sent)

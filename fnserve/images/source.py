@@ -70,7 +70,7 @@ def find_function(project_dir: Path, name: str, template: str | None = None) -> 
         )
     requirements = folder / REQUIREMENTS_FILE
     try:
-        refs = checkpoint_refs(predict_file.read_text(), default_name=name)
+        refs = checkpoint_refs(predict_file.read_text())
     except SyntaxError as exc:
         raise BuildError(f"{predict_file}:{exc.lineno}: not valid Python: {exc.msg}") from None
     return FunctionSource(
@@ -87,7 +87,7 @@ def function_names(project_dir: Path) -> list[str]:
     return project_functions(project_dir, PREDICT_FILE)
 
 
-def checkpoint_refs(source: str, default_name: str = "?") -> list[CheckpointRef]:
+def checkpoint_refs(source: str) -> list[CheckpointRef]:
     """The checkpoint each ``@predict(loader=...)`` function of ``source`` loads."""
     refs = []
     for node in ast.walk(ast.parse(source)):

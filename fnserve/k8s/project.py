@@ -49,11 +49,6 @@ def kubeconfig_path(environ: Mapping[str, str]) -> Path | None:
     return path if path.is_file() else None
 
 
-def default_target(configured: str, environ: Mapping[str, str]) -> str:
-    """``k8s`` when a kubeconfig is present and nothing else was configured, else ``configured``."""
-    return "k8s" if configured == "local" and kubeconfig_path(environ) else configured
-
-
 def resolve_namespace(k8s: K8sSettings, environ: Mapping[str, str]) -> str:
     """The configured namespace, else the kubeconfig context's (read locally), else ``default``."""
     if k8s.namespace:

@@ -24,8 +24,8 @@ from PIL import UnidentifiedImageError
 
 from fnserve.runtime import rules
 from fnserve.runtime.errors import BadRequest, Problem, Problems, ValidationError
-from fnserve.runtime.outputs import Outputs, concat_column
-from fnserve.runtime.schema import InputField, OutputSpec, Schema
+from fnserve.runtime.outputs import concat_column
+from fnserve.runtime.schema import InputField, Schema
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 _TRUE = {"true", "1", "yes", "on"}
@@ -360,11 +360,6 @@ def to_columns(schema: Schema, instances: Sequence[Mapping[str, Any]]) -> dict[s
         else:
             columns[field.name] = np.asarray(values, dtype=field.dtype)
     return columns
-
-
-def split_outputs(spec: OutputSpec, result: Any, n: int, function: str) -> list[Any]:
-    """The function's batch result as ``n`` JSON-ready predictions, in order."""
-    return Outputs.of(result, n, function).predictions()
 
 
 Inputs = Mapping[str, Any] | Rows  # a request's rows: one column per input, or instances

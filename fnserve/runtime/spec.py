@@ -40,7 +40,6 @@ class PredictSpec:
     version: str  # "latest" or a published version number
     vectorized: bool  # True: columns in, batch out; False: called once per instance
     max_batch_size: int  # most instances in one model call
-    max_batch_delay_ms: float  # longest a request waits for a batch to fill
     max_concurrency: int  # model calls in flight at once
     latency_target_ms: float | None  # cap batches so a request's queue wait + call stays under this
     max_queue: int  # most instances waiting for a model call before requests are refused (429)
@@ -80,7 +79,6 @@ def predict(
     version: str | int = "latest",
     vectorized: bool = True,
     max_batch_size: int = 256,
-    max_batch_delay_ms: float = 2.0,
     max_concurrency: int = 1,
     timeout_s: float = 30.0,
     latency_target_ms: float | None = None,
@@ -98,7 +96,6 @@ def predict(
     version: str | int = "latest",
     vectorized: bool = True,
     max_batch_size: int = 256,
-    max_batch_delay_ms: float = 2.0,
     max_concurrency: int = 1,
     timeout_s: float = 30.0,
     latency_target_ms: float | None = None,
@@ -131,11 +128,8 @@ def predict(
     for option, value in int_options:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"@predict({option}=...) must be a positive int, got {value!r}")
-    for option, number in (("max_batch_delay_ms", max_batch_delay_ms), ("timeout_s", timeout_s)):
-        if not isinstance(number, (int, float)) or number < 0:
-            raise ValueError(f"@predict({option}=...) must be a non-negative number, got {number!r}")
-    if timeout_s == 0:
-        raise ValueError("@predict(timeout_s=...) must be positive")
+    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
+        raise ValueError(f"@predict(timeout_s=...) must be a positive number, got {timeout_s!r}")
     if latency_target_ms is not None and (
         not isinstance(latency_target_ms, (int, float))
         or isinstance(latency_target_ms, bool)
@@ -163,7 +157,6 @@ def predict(
             version=version_text,
             vectorized=vectorized,
             max_batch_size=max_batch_size,
-            max_batch_delay_ms=float(max_batch_delay_ms),
             max_concurrency=max_concurrency,
             latency_target_ms=None if latency_target_ms is None else float(latency_target_ms),
             max_queue=max_queue,

@@ -11,7 +11,8 @@ from PIL import Image as PILImage
 from fnserve import Field, Image, Tensor
 from fnserve.runtime import codec
 from fnserve.runtime.errors import ModelError, ValidationError
-from fnserve.runtime.schema import OutputSpec, Schema
+from fnserve.runtime.outputs import Outputs
+from fnserve.runtime.schema import Schema
 
 
 def demo(
@@ -215,27 +216,32 @@ def test_to_columns_stacks_images_and_keeps_ragged_tensors_as_a_list() -> None:
     assert isinstance(columns["ids"], list) and [a.tolist() for a in columns["ids"]] == [[0], [0, 1]]
 
 
-def test_split_outputs_of_an_array() -> None:
-    out = codec.split_outputs(OutputSpec("float"), np.array([1.5, 2.5], dtype=np.float32), 2, "f")
+def predictions(result: Any, n: int) -> list[Any]:
+    """A batch result as the JSON-ready predictions the runtime answers with."""
+    return Outputs.of(result, n, "f").predictions()
+
+
+def test_outputs_of_an_array() -> None:
+    out = predictions(np.array([1.5, 2.5], dtype=np.float32), 2)
     assert out == [1.5, 2.5] and all(type(v) is float for v in out)
 
 
-def test_split_outputs_of_a_list_turns_numpy_values_into_json() -> None:
-    out = codec.split_outputs(OutputSpec("any"), [np.int64(1), np.array([1, 2]), float("nan")], 3, "f")
+def test_outputs_of_a_list_turns_numpy_values_into_json() -> None:
+    out = predictions([np.int64(1), np.array([1, 2]), float("nan")], 3)
     assert out == [1, [1, 2], None]
 
 
-def test_split_outputs_of_a_dict_of_columns_gives_one_dict_per_instance() -> None:
+def test_outputs_of_a_dict_of_columns_gives_one_dict_per_instance() -> None:
     result = {"label": np.array(["a", "b"]), "score": [0.1, 0.9]}
-    assert codec.split_outputs(OutputSpec("dict"), result, 2, "f") == [
+    assert predictions(result, 2) == [
         {"label": "a", "score": 0.1},
         {"label": "b", "score": 0.9},
     ]
 
 
-def test_split_outputs_of_a_list_of_dicts() -> None:
+def test_outputs_of_a_list_of_dicts() -> None:
     result = [{"label": "a", "score": np.float32(0.5)}, {"label": "b", "score": 1}]
-    assert codec.split_outputs(OutputSpec("dict"), result, 2, "f") == [
+    assert predictions(result, 2) == [
         {"label": "a", "score": 0.5},
         {"label": "b", "score": 1},
     ]
@@ -244,13 +250,13 @@ def test_split_outputs_of_a_list_of_dicts() -> None:
 @pytest.mark.parametrize("result", [[1.0], np.zeros(3), {"score": [1.0]}])
 def test_wrong_number_of_outputs_is_a_model_error(result: Any) -> None:
     with pytest.raises(ModelError, match=r"function 'f' returned \d values .* for 2 instances") as info:
-        codec.split_outputs(OutputSpec("any"), result, 2, "f")
+        predictions(result, 2)
     assert info.value.status == 500
 
 
 def test_scalar_output_for_a_batch_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="returned float64 as output; expected a batch"):
-        codec.split_outputs(OutputSpec("float"), np.float64(3.0), 1, "f")
+        predictions(np.float64(3.0), 1)
 
 
 def ranged(small: Tensor[np.uint8, 2], big: Tensor[np.int64, 1], half: Tensor[np.float16, 1]) -> float:
