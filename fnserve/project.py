@@ -96,7 +96,8 @@ def function_dir(project_dir: Path, name: str) -> Path:
 
 def function_names(project_dir: Path, marker: str = "predict.py") -> list[str]:
     """The functions of the project: the folders of ``functions/`` holding ``marker``."""
-    return sorted(p.parent.name for p in (project_dir / FUNCTIONS_DIR).glob(f"*/{marker}"))
+    found = (project_dir / FUNCTIONS_DIR).glob(f"*/{marker}")
+    return sorted(p.parent.name for p in found if not p.parent.name.startswith("."))
 
 
 def state_dir(project_dir: Path, *parts: str) -> Path:

@@ -46,7 +46,8 @@ def function_files(targets: Iterable[str | Path]) -> list[Path]:
         elif (path / FUNCTION_FILE).is_file():
             files.append(path / FUNCTION_FILE)
         elif path.is_dir():
-            found = sorted(path.glob(f"*/{FUNCTION_FILE}"))
+            # Hidden folders are never functions (no name may start with "."): `fn new` stages there.
+            found = sorted(p for p in path.glob(f"*/{FUNCTION_FILE}") if not p.parent.name.startswith("."))
             if not found:
                 raise FunctionError(f"{path}: no */{FUNCTION_FILE} found in this folder")
             files.extend(found)

@@ -32,6 +32,15 @@ def test_discover_finds_every_function_in_a_folder_of_function_folders(tmp_path:
     assert {f.path for f in found} == {(tmp_path / n / "predict.py").resolve() for n in GOOD}
 
 
+def test_a_hidden_folder_is_never_a_function(tmp_path: Path) -> None:
+    """`fn new` stages a function in functions/.NAME.<random>.new/ before it renames it."""
+    (tmp_path / "double").mkdir()
+    (tmp_path / "double" / "predict.py").write_text((FNS / "double" / "predict.py").read_text())
+    (tmp_path / ".double.x1.new").mkdir()
+    (tmp_path / ".double.x1.new" / "predict.py").write_text((FNS / "double" / "predict.py").read_text())
+    assert [f.spec.name for f in discover([tmp_path])] == ["double"]  # not "defined twice"
+
+
 def test_discover_accepts_function_folders_and_files() -> None:
     found = discover([FNS / "double", FNS / "scalar" / "predict.py"])
     assert [f.spec.name for f in found] == ["double", "scalar"]
