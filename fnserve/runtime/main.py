@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fnserve.runtime.app import create_app
-from fnserve.runtime.config import FUNCTIONS_DIR
+from fnserve.runtime.config import DEFAULT_PORT, FUNCTIONS_DIR
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.loader import discover
 from fnserve.runtime.redact import redact_text
@@ -139,7 +139,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="address to bind (FNSERVE_HOST; default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, help="port to bind, 0 picks a free one (FNSERVE_PORT; default 8080)"
+        "--port", type=int, help=f"port to bind, 0 picks a free one (FNSERVE_PORT; default {DEFAULT_PORT})"
     )
     parser.add_argument("--store", help="checkpoint store URL (FNSERVE_STORE; default from fn.toml)")
     parser.add_argument(
