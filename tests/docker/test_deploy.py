@@ -30,7 +30,7 @@ from fnserve.docker_engine import DockerEngine
 from fnserve.gateway.control import connect
 from fnserve.gateway.platform import PlatformError, VersionDeployment
 from fnserve.images.builds import build_image, prepare_build
-from fnserve.runtime.settings import Settings
+from fnserve.project import load_settings
 from fnserve.runtime.store import CheckpointStore
 from tests.support.dockertarget import Load, deployment, docker_gateway, percentile, project_settings, value
 from tests.support.gateways import until
@@ -231,7 +231,7 @@ def test_fn_build_and_fn_deploy_recs_to_docker_then_predict(
             answer = httpx.get(f"http://127.0.0.1:{port}/function/recs?{RECS_QUERY}", timeout=120)
             assert answer.status_code == 200, answer.text
             cold.append(
-                connect(Settings.load(tmp_path, os.environ)).status()["functions"][0]["last_cold_start"]
+                connect(load_settings(tmp_path, os.environ)).status()["functions"][0]["last_cold_start"]
             )
         totals = [c["total_s"] for c in cold]
         print(
