@@ -104,7 +104,7 @@ class ServedFunction:
         """The newest version above the loaded one that loads, or the loaded one if none does."""
         assert self.store is not None
         store, current = self.store, self.loaded
-        floor = current.version or 0 if current is not None else 0
+        floor = (current.version or 0) if current is not None else 0
         published = with_retries(lambda: store.versions(checkpoint), f"{self.name}: listing versions")
         if not published:
             raise store.none_published(checkpoint)
@@ -131,7 +131,7 @@ class ServedFunction:
     def _skip(self, skipped: SkippedVersion) -> None:
         """Remember a version passed over; report it the first time (or when its reason changes)."""
         before = self.skipped.get(skipped.version)
-        self.skipped[skipped.version] = skipped
+        self.skipped = {**self.skipped, skipped.version: skipped}  # a new dict: describe() reads it meanwhile
         if before is not None and before.reason == skipped.reason:
             return
         until = "until a newer version is published" if skipped.for_good else "for now, retried later"
@@ -196,7 +196,7 @@ class ServedFunction:
         if self.wanted_version != "latest" or self.spec.checkpoint is None or self.store is None:
             return None
         latest = self.store.latest(self.spec.checkpoint)
-        current = self.loaded.version or 0 if self.loaded else 0
+        current = (self.loaded.version or 0) if self.loaded else 0
         if latest is None or latest <= current:
             return None
         passed = self.skipped.get(latest)
