@@ -218,6 +218,12 @@ class CheckpointCorrupt(CheckpointError):
     """A downloaded file does not match the manifest (or the manifest itself is unreadable)."""
 
 
+class CheckpointIncomplete(CheckpointCorrupt):
+    """The manifest is empty or cut short: caught while written (or copied in), so not published yet."""
+
+    status = 503
+
+
 class StorageUnavailable(CheckpointError):
     """The store cannot be reached; retrying later may help."""
 

@@ -2,7 +2,8 @@
 
 Everything here is synchronous and runs in worker threads; the app and the batcher decide
 when. A new model is loaded fully before it replaces the old one, and a failed load leaves
-the old one serving.
+the old one serving. Following ``latest``, a start and a reload alike serve the newest version
+that verifies and loads, passing over bad ones (:mod:`fnserve.runtime.versions`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,8 @@ from fnserve.runtime.errors import CheckpointError, FnError, FunctionError, Mode
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.redact import redact_text, redact_url
-from fnserve.runtime.store import CheckpointStore
+from fnserve.runtime.store import Checkpoint, CheckpointStore
+from fnserve.runtime.versions import SkippedVersion, skip_reason, with_retries
 
 log = logging.getLogger("fnserve.function")
 
@@ -37,9 +39,19 @@ class LoadedModel:
 
 
 class ServedFunction:
-    """A discovered function bound to a store; ``load()`` makes it ready."""
+    """A discovered function bound to a store; ``load()`` makes it ready.
 
-    def __init__(self, found: FoundFunction, store: CheckpointStore | None, version: str | None = None):
+    ``on_skip`` hears of every version passed over (once per version), to count it.
+    """
+
+    def __init__(
+        self,
+        found: FoundFunction,
+        store: CheckpointStore | None,
+        version: str | None = None,
+        *,
+        on_skip: Callable[[str, SkippedVersion], None] | None = None,
+    ):
         self.found = found
         self.spec = found.spec
         self.name = found.spec.name
@@ -48,6 +60,8 @@ class ServedFunction:
         self.wanted_version = version or found.spec.version  # "latest" follows new versions
         self.loaded: LoadedModel | None = None
         self.last_error: str | None = None
+        self.skipped: dict[int, SkippedVersion] = {}  # versions newer than the loaded one, passed over
+        self._on_skip = on_skip
         self._load_lock = threading.Lock()
         if self.spec.checkpoint is not None and store is None:
             raise FunctionError(f"{found.path}: function {self.name!r} needs a checkpoint store")
@@ -57,52 +71,137 @@ class ServedFunction:
         return self.loaded is not None
 
     def load(self) -> LoadedModel:
-        """Fetch the wanted checkpoint and load it; replaces the current model only on success."""
+        """Load the wanted checkpoint version; replaces the current model only on success.
+
+        Following ``latest``, the published versions newer than the one in memory are tried newest
+        first, and the first that verifies and loads is served (see :mod:`fnserve.runtime.versions`).
+        A pinned version is that version or nothing: its failure is the error.
+        """
         with self._load_lock:
-            started = time.perf_counter()
             try:
-                loaded = self._load_once(started)
+                if self.spec.loader is None or self.spec.checkpoint is None:
+                    loaded = LoadedModel(None, None, None, time.time(), 0.0)
+                elif self.wanted_version == "latest":
+                    loaded = self._load_newest_good(self.spec.checkpoint)
+                else:
+                    loaded = self._load_version(self.spec.checkpoint, int(self.wanted_version))
+                    self.last_error = None
             except FnError as exc:
                 self.last_error = self._redact(exc.message)
                 raise
-            except Exception as exc:
-                self.last_error = self._redact(f"loader of {self.name!r} failed: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # a storage backend's own error class: reported, retried later
+                self.last_error = self._redact(f"loading {self.name!r} failed: {type(exc).__name__}: {exc}")
                 log.exception("loading %s failed", self.name)
-                raise FunctionError(f"{self.found.path}: {self.last_error}") from exc
-            self.loaded, self.last_error = loaded, None
-            if loaded.version is not None:
+                raise CheckpointError(self.last_error) from exc
+            if loaded is not self.loaded and loaded.version is not None:
                 log.info(
                     "%s: loaded checkpoint version %s in %.2fs", self.name, loaded.version, loaded.load_s
                 )
+            self.loaded = loaded
             return loaded
 
-    def _load_once(self, started: float) -> LoadedModel:
-        if self.spec.loader is None or self.spec.checkpoint is None:
-            return LoadedModel(None, None, None, time.time(), 0.0)
+    def _load_newest_good(self, checkpoint: str) -> LoadedModel:
+        """The newest version above the loaded one that loads, or the loaded one if none does."""
         assert self.store is not None
-        checkpoint = self.store.fetch(self.spec.checkpoint, self.wanted_version)
-        fetched = time.perf_counter()
-        current = self.loaded
-        if current is not None and current.version == checkpoint.version and current.url == checkpoint.url:
+        store, current = self.store, self.loaded
+        floor = (current.version or 0) if current is not None else 0
+        published = with_retries(lambda: store.versions(checkpoint), f"{self.name}: listing versions")
+        if not published:
+            raise store.none_published(checkpoint)
+        for version in reversed(published):
+            passed = self.skipped.get(version)
+            if version <= floor or (passed is not None and passed.for_good):
+                continue
+            try:
+                loaded = self._load_version(checkpoint, version)
+            except FnError as exc:
+                reason = skip_reason(exc)
+                if reason is None:
+                    raise  # the store, not the version: keep what is served, try again later
+                self._skip(SkippedVersion(version, reason, self._redact(exc.message)))
+                continue
+            self._settle(loaded.version or 0)
+            return loaded
+        self._settle(floor)
+        if current is not None:
             return current
-        model = self.spec.loader(str(checkpoint.path))
+        problems = "; ".join(f"version {s.version}: {s.describe()['error']}" for s in self._newest_first())
+        raise CheckpointError(f"no version of checkpoint {checkpoint!r} verifies and loads ({problems})")
+
+    def _skip(self, skipped: SkippedVersion) -> None:
+        """Remember a version passed over; report it the first time (or when its reason changes)."""
+        before = self.skipped.get(skipped.version)
+        self.skipped = {**self.skipped, skipped.version: skipped}  # a new dict: describe() reads it meanwhile
+        if before is not None and before.reason == skipped.reason:
+            return
+        until = "until a newer version is published" if skipped.for_good else "for now, retried later"
+        log.error(
+            "%s: checkpoint version %s not loaded (%s), skipped %s: %s",
+            self.name,
+            skipped.version,
+            skipped.reason,
+            until,
+            skipped.describe()["error"],
+        )
+        if self._on_skip is not None:
+            self._on_skip(self.name, skipped)
+
+    def _settle(self, served: int) -> None:
+        """Forget versions at or below the served one; the newest skipped one is the function's error."""
+        self.skipped = {v: s for v, s in self.skipped.items() if v > served}
+        newest = self._newest_first()
+        self.last_error = f"version {newest[0].version}: {newest[0].error}" if newest else None
+
+    def _newest_first(self) -> list[SkippedVersion]:
+        return sorted(self.skipped.values(), key=lambda s: -s.version)
+
+    def _load_version(self, checkpoint: str, version: int) -> LoadedModel:
+        """Fetch (retrying a store that is briefly down) and load one version."""
+        assert self.store is not None
+        store, started = self.store, time.perf_counter()
+        fetched = with_retries(lambda: self._fetch(store, checkpoint, version), f"{self.name}: fetching")
+        fetch_s = time.perf_counter() - started
+        current = self.loaded
+        if current is not None and current.version == fetched.version and current.url == fetched.url:
+            return current
+        assert self.spec.loader is not None
+        try:
+            model = self.spec.loader(str(fetched.path))
+        except Exception as exc:
+            message = self._redact(f"loader of {self.name!r} failed: {type(exc).__name__}: {exc}")
+            log.exception("loading %s version %s failed", self.name, version)
+            raise FunctionError(f"{self.found.path}: {message}") from exc
         return LoadedModel(
             model,
-            checkpoint.version,
-            checkpoint.url,
+            fetched.version,
+            fetched.url,
             time.time(),
             time.perf_counter() - started,
-            dict(checkpoint.manifest.metadata),
-            fetched - started,
+            dict(fetched.manifest.metadata),
+            fetch_s,
         )
 
+    @staticmethod
+    def _fetch(store: CheckpointStore, checkpoint: str, version: int) -> Checkpoint:
+        try:
+            return store.fetch(checkpoint, version)
+        except FnError:
+            raise
+        except OSError as exc:  # the local cache (a full disk): no fault of the version
+            raise CheckpointError(f"could not fetch version {version} into the cache: {exc}") from exc
+
     def newer_version(self) -> int | None:
-        """The store's latest version if it is newer than the loaded one (only when following latest)."""
+        """The store's latest version if it should be tried: newer than the loaded one, and not
+        skipped for good (unless an older skipped one waits for its manifest). Only following latest."""
         if self.wanted_version != "latest" or self.spec.checkpoint is None or self.store is None:
             return None
         latest = self.store.latest(self.spec.checkpoint)
-        current = self.loaded.version if self.loaded else None
-        return latest if latest is not None and (current is None or latest > current) else None
+        current = (self.loaded.version or 0) if self.loaded else 0
+        if latest is None or latest <= current:
+            return None
+        passed = self.skipped.get(latest)
+        waiting = any(not s.for_good for s in self.skipped.values())
+        return latest if passed is None or not passed.for_good or waiting else None
 
     def call(self, columns: dict[str, Any], n: int) -> Outputs:
         """Run the function on a batch of ``n`` instances (columns); returns their outputs.
@@ -138,6 +237,8 @@ class ServedFunction:
             "available_versions": self._versions(),
             "metrics": dict(loaded.metadata.get("metrics", {})) if loaded else {},
             "error": self.last_error,
+            # newer versions passed over: corrupt, failing to load, or not fully published yet
+            "skipped_versions": [s.describe() for s in self._newest_first()],
             # what the last load took: a gateway reports them as parts of a cold start
             "fetch_s": round(loaded.fetch_s, 4) if loaded else None,
             "model_load_s": round(loaded.load_s - loaded.fetch_s, 4) if loaded else None,

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError
+from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError, CheckpointIncomplete
 
 MANIFEST_NAME = "fnserve-manifest.json"
 MANIFEST_FORMAT = 1
@@ -61,11 +61,15 @@ class Manifest:
 
     @classmethod
     def parse(cls, data: bytes, *, where: str) -> Manifest:
-        """Parse and check a manifest; anything odd is :class:`CheckpointCorrupt` naming ``where``."""
+        """Parse and check a manifest; anything odd is :class:`CheckpointCorrupt` naming ``where``
+        (:class:`CheckpointIncomplete` when it is not JSON: empty or cut short, still being written)."""
         try:
             doc = json.loads(data)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-            raise CheckpointCorrupt(f"{where}: manifest is not valid JSON: {exc}") from None
+            # Empty or cut short: a manifest being written in place, not yet published.
+            raise CheckpointIncomplete(
+                f"{where}: manifest is not valid JSON, taken as not published yet: {exc}"
+            ) from None
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise CheckpointCorrupt(f"{where}: manifest must be a JSON object with format {MANIFEST_FORMAT}")
         name: Any = doc.get("name")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fnserve.runtime.versions import SkippedVersion
+
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -47,6 +49,13 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.load_failures = Counter(
+            "fnserve_checkpoint_load_failures",
+            "Checkpoint versions passed over, by why: corrupt, loader (both skipped until a newer "
+            "version is published) or unpublished (manifest not fully written; retried)",
+            ["function", "version", "reason"],
+            registry=r,
+        )
         self._instance_children: dict[tuple[str, int | None], Counter] = {}
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.ready = Gauge(
@@ -72,3 +81,7 @@ class Metrics:
         if child is None:
             child = self._instance_children[key] = self.instances.labels(function, str(version or 0))
         child.inc(n)
+
+    def count_skip(self, function: str, skipped: SkippedVersion) -> None:
+        """Count a checkpoint version passed over (once per version and reason)."""
+        self.load_failures.labels(function, str(skipped.version), skipped.reason).inc()

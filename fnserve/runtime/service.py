@@ -3,7 +3,8 @@
 The process is live at once and ready when every function's model is in memory. Storage
 that is down (or a checkpoint not yet published) keeps it live but not ready; loading is
 retried with backoff until it works. While following ``latest``, a newer version is loaded
-beside the old one and swapped in only when it loaded; a failed load keeps the old one.
+beside the old one and swapped in only when it loaded; a failed load keeps the old one. A start
+and a reload alike pass over bad versions to the newest good one (see ServedFunction.load).
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ class Runtime:
             settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
         )
         versions = versions or {}
-        self.functions: dict[str, ServedFunction] = {
-            f.spec.name: ServedFunction(f, self.store, versions.get(f.spec.name)) for f in found
-        }
         self.metrics = Metrics()
+        self.functions: dict[str, ServedFunction] = {
+            f.spec.name: ServedFunction(
+                f, self.store, versions.get(f.spec.name), on_skip=self.metrics.count_skip
+            )
+            for f in found
+        }
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.time()
@@ -157,7 +161,6 @@ class Runtime:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-        failed: int | None = None  # a version that failed to load is not retried every interval
         while True:  # follow `latest`
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
@@ -165,23 +168,21 @@ class Runtime:
             except FnError as exc:
                 log.warning("%s: checking for a newer version failed: %s", fn.name, exc.message)
                 continue
-            if newer is not None and newer != failed:
-                log.info("%s: version %s published, loading it", fn.name, newer)
-                if not await self._try_load(fn):
-                    failed = newer
-                    log.error(
-                        "%s: keeping version %s; version %s stays unloaded until a newer one is published",
-                        fn.name,
-                        fn.loaded.version if fn.loaded else None,
-                        newer,
-                    )
+            if newer is not None:
+                if newer not in fn.skipped:
+                    log.info("%s: version %s published, loading it", fn.name, newer)
+                # A bad version is skipped by the function; a store that is down is retried next time.
+                await self._try_load(fn)
 
     async def _try_load(self, fn: ServedFunction) -> bool:
+        before = fn.loaded
         try:
             loaded = await asyncio.to_thread(fn.load)
         except FnError as exc:
             log.error("%s: not loaded: %s", fn.name, exc.message)
             return False
+        if loaded is before:
+            return True  # nothing newer loaded: the versions tried were skipped
         refreeze_heap()
         self.metrics.ready.labels(fn.name).set(1)
         self.metrics.version.labels(fn.name).set(loaded.version or 0)

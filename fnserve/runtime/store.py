@@ -131,13 +131,17 @@ class CheckpointStore:
         if str(version) == "latest":
             latest = self.latest(name)
             if latest is None:
-                raise CheckpointNotFound(
-                    f"checkpoint {name!r} has no published version in {redact_url(self.location(name))}"
-                )
+                raise self.none_published(name)
             return latest
         number = _version_number(version)
         self.manifest(name, number)  # raises CheckpointNotFound naming what is there
         return number
+
+    def none_published(self, name: str) -> CheckpointNotFound:
+        """The error for a checkpoint without any published version."""
+        return CheckpointNotFound(
+            f"checkpoint {name!r} has no published version in {redact_url(self.location(name))}"
+        )
 
     def manifest(self, name: str, version: int) -> Manifest:
         """Read and check the manifest of one version."""
@@ -178,7 +182,9 @@ class CheckpointStore:
                     if isinstance(fs, LocalFileSystem):  # only local folders must exist before a write
                         Path(target).parent.mkdir(parents=True, exist_ok=True)
                     fs.put_file(str(path), target)
-                fs.pipe_file(f"{folder}/{version}/{MANIFEST_NAME}", manifest)  # last: this publishes it
+                _write_atomically(
+                    fs, f"{folder}/{version}/{MANIFEST_NAME}", manifest
+                )  # last: this publishes it
             except FileNotFoundError as exc:
                 raise CheckpointError(
                     f"cannot publish to {redact_url(url)}: not found: {self.redact(str(exc))}"
@@ -256,6 +262,22 @@ class CheckpointStore:
             str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
         )
         return sorted(int(n) for n in names if n.isdigit() and n == str(int(n)) and int(n) > 0)
+
+
+def _write_atomically(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` so that readers see no file or all of it, never a part.
+
+    A file store writes in place (a reader could find the manifest empty or cut short), so write
+    a temporary name first and move it: a rename on ``file://``, a server-side copy on object stores.
+    """
+    temp = f"{path}.{uuid.uuid4().hex}.tmp"
+    fs.pipe_file(temp, data)
+    try:
+        fs.mv(temp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the error that matters is the move's
+            fs.rm_file(temp)
+        raise
 
 
 def _is_verified(path: Path, digest: str) -> bool:
