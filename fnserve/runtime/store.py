@@ -53,6 +53,16 @@ __all__ = ["MANIFEST_NAME", "Checkpoint", "CheckpointStore", "FileEntry", "Manif
 
 # Exceptions from these libraries mean "the store cannot be reached", whatever their class.
 _STORAGE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "requests", "urllib3", "google", "gcsfs"}
+
+
+def _raised_by_storage_library(exc: BaseException) -> bool:
+    """Whether a built-in exception (ValueError, TypeError...) was raised inside a storage client
+    library: how aiohttp or botocore refuse settings they cannot combine, not a bug of fnserve's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return isinstance(module, str) and module.split(".")[0] in _STORAGE_LIBRARIES
 # One download per cache entry at a time in this process (other processes are handled by the rename).
 _download_locks: dict[Path, threading.Lock] = {}
 _download_locks_guard = threading.Lock()
@@ -244,10 +254,14 @@ class CheckpointStore:
             raise
         except Exception as exc:
             library = type(exc).__module__.split(".")[0]
-            if not isinstance(exc, OSError) and library not in _STORAGE_LIBRARIES:
+            outage = isinstance(exc, OSError) or library in _STORAGE_LIBRARIES
+            # e.g. aiohttp's ValueError for credentials in the URL and an Authorization header
+            refused = not outage and _raised_by_storage_library(exc)
+            if not (outage or refused):
                 raise
             said = redact_text(f"{type(exc).__name__}: {exc}", self.secrets | secret_values(url))
-            raise StorageUnavailable(f"storage at {redact_url(url)} is unavailable: {said}") from exc
+            problem = "refuses its settings (store URL or options)" if refused else "is unavailable"
+            raise StorageUnavailable(f"storage at {redact_url(url)} {problem}: {said}") from exc
 
     @staticmethod
     def _version_folders(fs: AbstractFileSystem, folder: str) -> list[int]:

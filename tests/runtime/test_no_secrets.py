@@ -108,6 +108,25 @@ def test_an_http_store_with_credentials_that_fails(
     assert "fnserve_function_ready" in shown["/metrics"]
 
 
+def test_a_store_whose_client_refuses_its_settings_is_named_not_a_500(
+    tmp_path: Path, failing_http: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp refuses credentials in the URL together with an Authorization header (ValueError)."""
+    password, token = f"pw-{uuid.uuid4().hex[:12]}", f"tok-{uuid.uuid4().hex[:12]}"
+    store = f"http://reader:{password}@{failing_http}/store"
+    options = {"client_kwargs": {"headers": {"Authorization": f"Bearer {token}"}}}
+    settings = Settings.from_mapping(
+        tmp_path, {"store": {"options": options}}, {}, {"store": store, "cache": str(tmp_path / "c")}
+    )
+    error, shown = serve_failing(settings, caplog)
+
+    assert f"storage at http://***@{failing_http}/store/weighted refuses its settings" in error, error
+    assert "Cannot combine AUTHORIZATION header" in error
+    for where, text in shown.items():
+        assert password not in text and token not in text, where
+    assert "Traceback" not in shown["log"]
+
+
 def test_an_s3_store_with_credentials_in_its_url_and_options(
     tmp_path: Path, s3_server: str, s3_env: None, caplog: pytest.LogCaptureFixture
 ) -> None:
