@@ -41,8 +41,10 @@ QUIET_LOGGERS = ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "httpx"
 log = logging.getLogger("fnserve.runtime")
 
 
-class StartError(Exception):
-    """The runtime cannot start as asked; the message says why, in one line."""
+class StartError(FnError):
+    """The runtime cannot start as asked (a bad flag); the message says why, in one line."""
+
+    status = 400
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -64,9 +66,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             address_file=Path(args.address_file) if args.address_file else None,
             announce=_say,
         )
-    except StartError as exc:  # a bad flag
-        return _fail(str(exc), 2)
-    except FnError as exc:  # a missing folder, a broken function file
+    except FnError as exc:  # a bad flag, a missing folder, a broken function file
         return _fail(exc.message, 2)
     except OSError as exc:  # cannot listen, cannot write the address file
         return _fail(str(exc), 1)

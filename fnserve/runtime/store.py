@@ -63,6 +63,8 @@ def _raised_by_storage_library(exc: BaseException) -> bool:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
     return isinstance(module, str) and module.split(".")[0] in _STORAGE_LIBRARIES
+
+
 # One download per cache entry at a time in this process (other processes are handled by the rename).
 _download_locks: dict[Path, threading.Lock] = {}
 _download_locks_guard = threading.Lock()

@@ -37,7 +37,9 @@ def test_not_ready_while_the_checkpoint_is_missing(serve: Any) -> None:
         response = client.get("/function/weighted?x=1")
         info = until(lambda: weighted_info(client)["error"] and weighted_info(client), "a load attempt")
     assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
-    assert ready.json() == {"ready": False, "draining": False, "functions": {"weighted": False}}
+    body = ready.json()
+    assert body.pop("errors")["weighted"].startswith("checkpoint 'weighted' has no published version in ")
+    assert body == {"ready": False, "draining": False, "functions": {"weighted": False}}
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json() == {
         "error": "function 'weighted' is not ready yet (its model is loading); retry shortly"
