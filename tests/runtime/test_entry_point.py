@@ -124,7 +124,11 @@ def test_bad_input_is_one_line_and_exit_status_2(
     tmp_path: Path, args: list[str], env: dict[str, str], says: str
 ) -> None:
     proc = runtime(tmp_path, *args, "--port", "0", env=env)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # one that serves instead of refusing must not outlive the test
+        proc.kill()
+        proc.wait()
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, stderr
     assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: ") and says in lines[0], stderr
