@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -159,3 +161,29 @@ def example_images(docker_engine: Any) -> dict[str, Any]:
         plan = prepare_build(settings, name, docker_engine)
         built[name] = build_image(plan, docker_engine)
     return built
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(500)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"boom")
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_http() -> Iterator[str]:
+    """``host:port`` of an HTTP server on loopback that answers every request with a 500: a store
+    that fails, for the tests that its errors show no credentials."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,29 +13,6 @@ import pytest
 from fnserve.local.platform import LocalPlatform
 from tests.support import gateways
 from tests.support.gateways import FAST, deployment, running_gateway, settings_for, until
-
-
-class _Failing(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(500)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def failing_http() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def test_replica_logs_and_status_name_the_store_redacted(

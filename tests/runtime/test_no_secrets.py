@@ -6,14 +6,10 @@ Real storage over loopback: an HTTP server that answers 500 to everything, and m
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -25,31 +21,6 @@ from fnserve.runtime.service import Runtime
 from fnserve.runtime.settings import Settings
 
 FNS = Path(__file__).resolve().parents[1] / "support" / "fns"
-
-
-class _Failing(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(500)
-        self.send_header("Content-Length", "4")
-        self.end_headers()
-        self.wfile.write(b"boom")
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def failing_http() -> Iterator[str]:
-    """``host:port`` of an HTTP server on loopback that answers every request with a 500."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def surfaces(client: TestClient) -> dict[str, str]:
