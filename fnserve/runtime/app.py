@@ -59,6 +59,12 @@ def create_app(runtime: Runtime) -> RequestContext:
             runtime.metrics.queued.labels(name).set(batcher.queued)
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def monitor(request: Request) -> Response:
+        name = request.path_params.get("name")
+        if name is not None:
+            runtime.function(name)  # 404 naming GET /functions for a function not served here
+        return json_response(await asyncio.to_thread(runtime.monitor.describe, name))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
 
@@ -75,6 +81,8 @@ def create_app(runtime: Runtime) -> RequestContext:
         Route("/readyz", readyz),
         Route("/functions", endpoint(list_functions)),
         Route("/metrics", metrics),
+        Route("/monitor", endpoint(monitor)),
+        Route("/monitor/{name}", endpoint(monitor)),
         *v2.routes(runtime),
         *tfserving.routes(runtime),
     ]

@@ -36,12 +36,14 @@ class LoadedModel:
     load_s: float  # fetch + load time, seconds
     metadata: Mapping[str, Any] = field(default_factory=dict)  # from the checkpoint manifest
     fetch_s: float = 0.0  # the part of load_s spent fetching (and verifying) the checkpoint
+    path: str | None = None  # the verified local copy of the version folder
 
 
 class ServedFunction:
     """A discovered function bound to a store; ``load()`` makes it ready.
 
-    ``on_skip`` hears of every version passed over (once per version), to count it.
+    ``on_skip`` hears of every version passed over (once per version), to count it; ``on_load``
+    of every model about to be served, before any batch can be computed by it.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ServedFunction:
         version: str | None = None,
         *,
         on_skip: Callable[[str, SkippedVersion], None] | None = None,
+        on_load: Callable[[str, LoadedModel], None] | None = None,
     ):
         self.found = found
         self.spec = found.spec
@@ -62,6 +65,7 @@ class ServedFunction:
         self.last_error: str | None = None
         self.skipped: dict[int, SkippedVersion] = {}  # versions newer than the loaded one, passed over
         self._on_skip = on_skip
+        self._on_load = on_load
         self._load_lock = threading.Lock()
         if self.spec.checkpoint is not None and store is None:
             raise FunctionError(f"{found.path}: function {self.name!r} needs a checkpoint store")
@@ -97,6 +101,8 @@ class ServedFunction:
                 log.info(
                     "%s: loaded checkpoint version %s in %.2fs", self.name, loaded.version, loaded.load_s
                 )
+            if loaded is not self.loaded and self._on_load is not None:
+                self._on_load(self.name, loaded)
             self.loaded = loaded
             return loaded
 
@@ -179,6 +185,7 @@ class ServedFunction:
             time.perf_counter() - started,
             dict(fetched.manifest.metadata),
             fetch_s,
+            str(fetched.path),
         )
 
     @staticmethod

@@ -19,9 +19,11 @@ from typing import Any
 from fnserve.runtime.batcher import Batcher
 from fnserve.runtime.codec import Inputs
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
-from fnserve.runtime.function import ServedFunction
+from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.metrics import Metrics
+from fnserve.runtime.monitor import Monitor, MonitorConfig
+from fnserve.runtime.monitor.exporter import DriftCollector
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.redact import register_secrets
 from fnserve.runtime.settings import Settings
@@ -44,10 +46,18 @@ class Runtime:
             settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
         )
         versions = versions or {}
+        found = list(found)
         self.metrics = Metrics()
+        # [monitor] of each function.toml, read now: a malformed one stops the start, naming the key
+        self.monitor = Monitor((f.spec.name, f.schema, MonitorConfig.of_function(f.path)) for f in found)
+        self.metrics.registry.register(DriftCollector(self.monitor))
         self.functions: dict[str, ServedFunction] = {
             f.spec.name: ServedFunction(
-                f, self.store, versions.get(f.spec.name), on_skip=self.metrics.count_skip
+                f,
+                self.store,
+                versions.get(f.spec.name),
+                on_skip=self.metrics.count_skip,
+                on_load=self._loaded,
             )
             for f in found
         }
@@ -72,7 +82,9 @@ class Runtime:
 
             def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> Outputs:
                 self.metrics.batch_size.labels(fn.name).observe(n)
-                return fn.call(columns, n)
+                outputs = fn.call(columns, n)
+                self.monitor.observe(fn.name, columns, outputs)  # in this model thread, once per batch
+                return outputs
 
             target_ms = fn.spec.latency_target_ms
             batcher = Batcher(
@@ -85,6 +97,13 @@ class Runtime:
             )
             self.batchers[fn.name] = batcher
         return batcher
+
+    def _loaded(self, name: str, loaded: LoadedModel) -> None:
+        """A model is about to be served: profile its version against its reference from now on."""
+        try:
+            self.monitor.loaded(name, loaded.version, loaded.path)
+        except Exception:  # monitoring never stands between a model and its traffic
+            log.exception("%s: monitoring version %s failed to start", name, loaded.version)
 
     def resolve(self, target: str) -> tuple[ServedFunction, int | None, int | None]:
         """``name`` or ``name@version`` to a ready function, the version in memory now, and the

@@ -9,7 +9,16 @@ and ``FNSERVE_PROJECT`` set; run by hand, the script falls back to its own defau
     model = train(ctx.data)                         # ctx.data: fsspec URL or None
     with tempfile.TemporaryDirectory() as tmp:
         model.export(tmp)
-        ctx.publish(tmp, metrics={"accuracy": 0.91, "chance": 0.5})
+        ctx.publish(
+            tmp,
+            metrics={"accuracy": 0.91, "chance": 0.5},
+            reference_inputs=train_columns,          # what the model was trained on, by input name
+            reference_outputs=model(heldout_columns),  # what it answers on held-out data
+        )
+
+The reference (quantile bins, value frequencies, tensor summaries; :mod:`fnserve.runtime.monitor`)
+is written into the folder as ``fnserve-reference.json`` before the upload, so the manifest
+covers it; the runtime scores live traffic against it. Without one the version is still served.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fnserve.runtime.monitor import reference
 from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.spec import check_name
@@ -54,8 +64,19 @@ class TrainContext:
         )
         return cls(function=function, store=store, data=env.get("FNSERVE_DATA") or None)
 
-    def publish(self, local_dir: str | Path, *, metrics: Mapping[str, Any] | None = None) -> int:
+    def publish(
+        self,
+        local_dir: str | Path,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        reference_inputs: Mapping[str, Any] | None = None,
+        reference_outputs: Any = None,
+    ) -> int:
         """Publish the model saved in ``local_dir`` as the function's next version; return it.
+
+        ``reference_inputs`` (training columns by input name) and ``reference_outputs`` (the
+        model's outputs on held-out data: one column, or a mapping of named output columns) become
+        the version's monitoring reference, written into ``local_dir`` and published with it.
 
         >>> ctx.publish(tmp, metrics={"accuracy": 0.91, "chance": 0.5})  # doctest: +SKIP
         published recs version 3 to file:///project/.fnserve/store/recs/3
@@ -65,6 +86,10 @@ class TrainContext:
             "metrics": {key: _plain(value) for key, value in (metrics or {}).items()},
             "data": redact_url(self.data) if self.data else None,  # a record: no credentials in the store
         }
+        if reference_inputs is not None:
+            reference.write(Path(local_dir), reference.build(reference_inputs, reference_outputs))
+        elif reference_outputs is not None:
+            raise ValueError("reference_outputs needs reference_inputs: the inputs the model was trained on")
         version = self.store.publish(self.function, Path(local_dir), metadata=metadata)
         print(
             f"published {self.function} version {version} to "
