@@ -214,10 +214,14 @@ def serving_function(model):
     return serve
 
 
+def holdout_scores(model, holdout: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's booking probabilities for the held-out rows, as the server computes them."""
+    return serving_function(model)(*[holdout[name] for name in COLUMNS])["probability"].numpy()
+
+
 def evaluate(model, holdout: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy and AUC on held-out rows, next to the base-rate (majority class) baseline."""
-    serve = serving_function(model)
-    scores = serve(*[holdout[name] for name in COLUMNS])["probability"].numpy()
+    scores = holdout_scores(model, holdout)
     labels = holdout["booked"]
     base_rate = float(labels.mean())
     metrics = {
@@ -266,7 +270,13 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as export_dir:
         export(model, export_dir)
-        ctx.publish(export_dir, metrics=metrics)  # prints where the new version went
+        ctx.publish(  # prints where the new version went
+            export_dir,
+            metrics=metrics,
+            # what monitoring holds live traffic against: the inputs it learnt from, its held-out answers
+            reference_inputs={name: data[name] for name in COLUMNS},
+            reference_outputs=holdout_scores(model, holdout),
+        )
 
 
 if __name__ == "__main__":

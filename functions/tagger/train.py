@@ -201,7 +201,13 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as export_dir:
         export(model, export_dir)
-        ctx.publish(export_dir, metrics=metrics)  # prints where the new version went
+        ctx.publish(  # prints where the new version went
+            export_dir,
+            metrics=metrics,
+            # what monitoring holds live traffic against: the photos it learnt from, its held-out tags
+            reference_inputs={"photo": images},
+            reference_outputs=serving_function(model)(holdout_images),
+        )
 
 
 if __name__ == "__main__":

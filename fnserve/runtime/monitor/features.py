@@ -34,6 +34,7 @@ QUANTILES = 10  # numeric bins between the reference's minimum and maximum
 MAX_VALUES = 50  # most categorical values kept by name; the rest count as "other"
 TENSOR_STATS = ("mean", "std")  # per-instance summaries of a tensor or image
 OTHER = "other"
+CHUNK = 512  # instances of a tensor column summarized at once
 
 
 @dataclass(frozen=True)
@@ -135,9 +136,10 @@ def summarize(column: Any, stat: str) -> np.ndarray:
         flat = column.reshape(len(column), -1)
         if flat.dtype.kind == "b":
             flat = flat.astype(np.uint8)
-        if stat == "mean":
-            return flat.mean(axis=1, dtype=np.float64)
-        return flat.std(axis=1, dtype=np.float64)
+        reduce = np.mean if stat == "mean" else np.std
+        # In chunks: std works on a float64 copy, and a training set of photos is gigabytes as one
+        parts = [reduce(flat[i : i + CHUNK], axis=1, dtype=np.float64) for i in range(0, len(flat), CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros(0)
     # images of free size travel as a list of arrays: one reduction each
     return np.array([summarize(np.asarray(v)[None], stat)[0] for v in column], dtype=np.float64)
 
