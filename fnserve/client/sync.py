@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -128,6 +129,12 @@ class Client:
     def functions(self) -> list[dict[str, Any]]:
         """The served functions: names, input schemas, versions (``GET /functions``)."""
         return list(core.json_body(self.send(Call("GET", "/functions")))["functions"])
+
+    def monitor(self, function: str | None = None) -> dict[str, Any]:
+        """Live drift against the training reference, per function, version and feature
+        (``GET /monitor`` or ``GET /monitor/{function}``)."""
+        path = "/monitor" if function is None else f"/monitor/{urllib.parse.quote(function, safe='')}"
+        return dict(core.json_body(self.send(Call("GET", path))))
 
     def send(self, call: Call) -> httpx.Response:
         """Send a prepared :class:`~fnserve.client.core.Call`, retrying overloaded answers; the

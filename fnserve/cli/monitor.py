@@ -1,0 +1,80 @@
+"""``fn monitor``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from fnserve.cli.common import out, user_errors
+from fnserve.client import Client
+from fnserve.client.core import DEFAULT_URL
+
+
+@click.command("monitor")
+@click.argument("name")
+@click.option(
+    "--url",
+    envvar="FNSERVE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Where the function is served (fn serve, a replica, or the gateway).",
+)
+@user_errors  # ClientError
+def monitor_command(name: str, url: str) -> None:
+    """Show each version's drift against its training reference, feature by feature.
+
+    PSI and Jensen-Shannon distance of every input and output over the live window; a feature
+    over its threshold is shown in bold red.
+
+    \b
+    Examples:
+      fn monitor recs
+      fn monitor recs --url http://127.0.0.1:8000     # through the gateway: replicas merged
+    """
+    with Client(url) as client:
+        doc = client.monitor(name)
+    for version, entry in doc["functions"][name]["versions"].items():
+        out.print(version_table(name, version, entry))
+    if not doc["functions"][name]["versions"]:
+        out.print(f"{name}: no version profiled yet" + _note(doc["functions"][name].get("note")))
+
+
+def version_table(name: str, version: str, entry: dict[str, Any]) -> RenderableType:
+    """One version's window and its features as a table (none without a reference); drifted rows
+    in bold red."""
+    window = entry["window"]
+    heading = f"{name} v{version}: {window['samples']} instances (last {window['seconds']:g} s, at most "
+    heading += f"{window['count']})" + _note(entry["note"])
+    if not entry["features"]:
+        return Text(heading)
+    table = Table()
+    for column in ("feature", "role", "type", "PSI", "JS", "missing", "unknown", "drift"):
+        table.add_column(column, justify="right" if column in ("PSI", "JS", "missing", "unknown") else "left")
+    for f in entry["features"]:
+        table.add_row(
+            f["name"],
+            f["role"],
+            f["type"],
+            _score(f["psi"], f["psi_threshold"]),
+            _score(f["js"], f["js_threshold"]),
+            f"{f['missing_share']:.1%}",
+            f"{f['unknown_share']:.1%}",
+            "DRIFTED" if f["drifted"] else "ok",
+            style="bold red" if f["drifted"] else None,
+        )
+    return Group(Text(heading, style="bold"), table)
+
+
+def _score(value: float | None, threshold: float) -> str:
+    return "-" if value is None else f"{value:.3f} / {threshold:g}"
+
+
+def _note(note: str | None) -> str:
+    return f" — {note}" if note else ""
+
+
+COMMANDS = [monitor_command]
