@@ -28,6 +28,7 @@ from fnserve.gateway.routing import FunctionRoute, parse_path
 from fnserve.gateway.service import Gateway
 from fnserve.gateway.upstream import UpstreamError
 from fnserve.runtime.http import Receive, RequestContext, Scope, Send, json_response
+from fnserve.runtime.monitor import merge
 
 
 class GatewayApp:
@@ -79,6 +80,15 @@ def create_app(gateway: Gateway) -> RequestContext:
                 m.ready.labels(route.name, label).set(version.balancer.ready)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def monitor(request: Request) -> Response:
+        name = request.path_params.get("name")
+        if name is not None and name not in gateway.functions:
+            return json_response(
+                {"error": f"no function named {name!r} is deployed; see GET /functions"}, 404
+            )
+        routes = [gateway.functions[name]] if name is not None else list(gateway.functions.values())
+        return json_response(await merged_monitor(routes))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return json_response({"error": f"no route for {request.method} {request.url.path}"}, 404)
 
@@ -96,6 +106,8 @@ def create_app(gateway: Gateway) -> RequestContext:
             Route("/v2/health/ready", readyz),
             Route("/functions", functions),
             Route("/metrics", metrics),
+            Route("/monitor", monitor),
+            Route("/monitor/{name}", monitor),
             *admin.routes(gateway),
         ],
         lifespan=lifespan,
@@ -123,6 +135,35 @@ async def describe(gateway: Gateway, route: FunctionRoute) -> dict[str, Any]:
             entry["served"] = await _served(endpoint.pool, route.name)
         versions[label] = entry
     return {"name": route.name, "versions": versions}
+
+
+async def merged_monitor(routes: list[FunctionRoute]) -> dict[str, Any]:
+    """Every ready replica's ``GET /monitor/{name}``, merged: live counts summed over the replicas,
+    then scored, so a function's drift is the same whatever its replica count. A replica that does
+    not answer within 2 s is left out."""
+    asks = [
+        _replica_monitor(endpoint.pool, route.name)
+        for route in routes
+        for version in route.versions.values()
+        for endpoint in version.balancer.endpoints
+    ]
+    documents = [doc for doc in await asyncio.gather(*asks) if doc is not None]
+    merged = merge(documents)
+    for route in routes:  # a deployed function without a ready replica still shows
+        merged["functions"].setdefault(route.name, {"versions": {}})
+    return merged
+
+
+async def _replica_monitor(pool: Any, name: str) -> dict[str, Any] | None:
+    try:
+        async with asyncio.timeout(2):
+            status, _, body = await pool.request(b"GET", f"/monitor/{name}".encode(), [], b"")
+        if status == 200:
+            doc = orjson.loads(body)
+            return doc if isinstance(doc, dict) else None
+    except (UpstreamError, TimeoutError, orjson.JSONDecodeError, AttributeError):
+        pass
+    return None
 
 
 async def _served(pool: Any, name: str) -> dict[str, Any] | None:
