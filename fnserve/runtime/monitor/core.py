@@ -21,7 +21,7 @@ import numpy as np
 
 from fnserve.runtime.monitor import reference as references
 from fnserve.runtime.monitor.config import MonitorConfig
-from fnserve.runtime.monitor.features import Feature
+from fnserve.runtime.monitor.features import Feature, summaries
 from fnserve.runtime.monitor.report import feature_entry, window_entry
 from fnserve.runtime.monitor.window import Window
 from fnserve.runtime.outputs import Outputs
@@ -60,12 +60,15 @@ class VersionProfile:
     def observe(self, columns: Mapping[str, Any], outputs: Outputs) -> None:
         parts = []
         n = outputs.n
+        summary: dict[str, dict[str, np.ndarray]] = {}  # a tensor's mean and std, computed once
         for feature, offset in zip(self.features, self.offsets, strict=True):
             column = _column(feature, columns, outputs)
             if column is None:  # an output the model did not return this time: missing
                 parts.append(np.full(n, offset + feature.bins, dtype=np.int64))
-            else:
-                parts.append(feature.indices(column) + offset)
+                continue
+            if feature.type == "tensor" and feature.source not in summary:
+                summary[feature.source] = summaries(column)
+            parts.append(feature.indices(column, summary.get(feature.source)) + offset)
         counts = np.bincount(np.concatenate(parts), minlength=self.window.width) if parts else np.zeros(0)
         self.window.add(counts, n)
 

@@ -12,7 +12,8 @@ A feature is one column seen through fixed bins:
   all its values: a darker photo has a lower mean), binned like a number.
 
 Binning is vectorised: ``searchsorted`` for numbers, one ``dict.get`` per value through ``map``
-(a C loop) for strings; the caller adds the indices up with one ``bincount`` per batch.
+(a C loop) for strings, one pass for a tensor's mean and std; the caller adds the indices up
+with one ``bincount`` per batch.
 
 >>> price = Feature("price", "input", "numeric", "price", edges=(10.0, 20.0, 30.0))
 >>> price.labels()
@@ -66,12 +67,14 @@ class Feature:
             return int(counts[-1])
         return int(counts[0] + counts[-1])
 
-    def indices(self, column: Any) -> np.ndarray:
-        """The bin of every value of ``column`` (``bins`` for a missing one), as int64."""
+    def indices(self, column: Any, summary: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The bin of every value of ``column`` (``bins`` for a missing one), as int64. A tensor
+        column's :func:`summaries` may be passed in, computed once for its mean and std features."""
         if self.type == "categorical":
             return self._categories(column)
-        values = summarize(column, self.stat) if self.type == "tensor" else _floats(column)
-        return self._bin_numbers(values)
+        if self.type == "tensor":
+            return self._bin_numbers((summary or summaries(column))[self.stat])
+        return self._bin_numbers(_floats(column))
 
     def _bin_numbers(self, values: np.ndarray) -> np.ndarray:
         edges = self._search_edges
@@ -130,18 +133,25 @@ class Feature:
         return feature
 
 
-def summarize(column: Any, stat: str) -> np.ndarray:
-    """One number per instance of a tensor/image column: the mean or the std of its values."""
-    if isinstance(column, np.ndarray) and column.ndim >= 1:
-        flat = column.reshape(len(column), -1)
-        if flat.dtype.kind == "b":
-            flat = flat.astype(np.uint8)
-        reduce = np.mean if stat == "mean" else np.std
-        # In chunks: std works on a float64 copy, and a training set of photos is gigabytes as one
-        parts = [reduce(flat[i : i + CHUNK], axis=1, dtype=np.float64) for i in range(0, len(flat), CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros(0)
-    # images of free size travel as a list of arrays: one reduction each
-    return np.array([summarize(np.asarray(v)[None], stat)[0] for v in column], dtype=np.float64)
+def summaries(column: Any) -> dict[str, np.ndarray]:
+    """Per instance of a tensor/image column, the ``mean`` and the ``std`` of its values.
+
+    One pass over a float32 copy (sums and sums of squares; a dot product per row), in chunks so a
+    training set of photos is never copied whole: ~0.5 ms for 64 photos of 64x64.
+    """
+    if not isinstance(column, np.ndarray) or column.ndim < 1:  # images of free size: one by one
+        parts = [summaries(np.asarray(v)[None]) for v in column]
+        return {s: np.array([p[s][0] for p in parts], dtype=np.float64) for s in TENSOR_STATS}
+    flat = column.reshape(len(column), -1)
+    width = max(flat.shape[1], 1)
+    means, squares = [], []
+    for start in range(0, len(flat), CHUNK):
+        chunk = flat[start : start + CHUNK].astype(np.float32)
+        means.append(chunk.sum(axis=1).astype(np.float64) / width)
+        squares.append(np.einsum("ij,ij->i", chunk, chunk).astype(np.float64) / width)
+    mean = np.concatenate(means) if means else np.zeros(0)
+    square = np.concatenate(squares) if squares else np.zeros(0)
+    return {"mean": mean, "std": np.sqrt(np.maximum(square - mean * mean, 0.0))}
 
 
 def _floats(column: Any) -> np.ndarray:
@@ -158,9 +168,9 @@ def infer(name: str, role: str, source: str, column: Any) -> list[Feature]:
         column = column.numpy()
     values = np.asarray(column) if not isinstance(column, list) else np.asarray(column, dtype=object)
     if values.ndim > 1:
+        summary = summaries(values)
         return [
-            _numeric(f"{name}.{stat}", role, source, summarize(values, stat), "tensor", stat)
-            for stat in TENSOR_STATS
+            _numeric(f"{name}.{stat}", role, source, summary[stat], "tensor", stat) for stat in TENSOR_STATS
         ]
     if values.dtype.kind in "iuf":
         return [_numeric(name, role, source, values.astype(np.float64), "numeric", "")]
