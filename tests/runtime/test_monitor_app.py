@@ -79,6 +79,15 @@ def test_a_reference_of_other_inputs_is_reported_and_ignored(
     assert "does not match the function's inputs" in caplog.text
 
 
+def test_a_malformed_reference_is_reported_and_the_version_served(serve: Any, tmp_path: Path) -> None:
+    version = publish_watched(f"file://{tmp_path}/store", tmp_path, reference="malformed")
+    with serve("watched") as client:
+        send(client, traffic(20, seed=1))
+        entry = client.get("/monitor").json()["functions"]["watched"]["versions"][str(version)]
+    assert entry["reference"] is False and entry["features"] == []
+    assert entry["note"].startswith("fnserve-reference.json is malformed")
+
+
 def test_monitoring_off_leaves_the_function_out(serve: Any, tmp_path: Path) -> None:
     folder = tmp_path / "fn" / "watched"
     shutil.copytree(WATCHED, folder)

@@ -9,8 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
+from fnserve.runtime.monitor import REFERENCE_FILE
 from fnserve.runtime.training import TrainContext
 
 WATCHED = Path(__file__).parent / "fns" / "watched"
@@ -26,8 +25,8 @@ def watched_module() -> ModuleType:
 
 
 def publish_watched(store_url: str, scratch: Path, *, reference: str = "train") -> int:
-    """Publish a version of ``watched``; ``reference`` is "train" (inputs and outputs), "none", or
-    "mismatched" (a reference of other inputs); returns the version."""
+    """Publish a version of ``watched``; ``reference`` is "train" (inputs and outputs), "none",
+    "mismatched" (a reference of other inputs) or "malformed" (not a reference); returns the version."""
     module = watched_module()
     ctx = TrainContext.from_env(
         {"FNSERVE_STORE": store_url, "FNSERVE_PROJECT": str(scratch)}, default_function="watched"
@@ -37,6 +36,9 @@ def publish_watched(store_url: str, scratch: Path, *, reference: str = "train") 
     (folder / "weights.json").write_text(json.dumps(WEIGHTS))
     data = module.training_data()
     if reference == "none":
+        return ctx.publish(folder)
+    if reference == "malformed":
+        (folder / REFERENCE_FILE).write_text('{"format": 1, "features": [{"name": "price"}]}')
         return ctx.publish(folder)
     if reference == "mismatched":
         other = {"distance_km": data["price"], "city": data["city"]}
@@ -57,6 +59,3 @@ def features(monitor: dict[str, Any], version: int) -> dict[str, dict[str, Any]]
     """The features of one version of ``watched`` in a ``/monitor`` document, by name."""
     entry = monitor["functions"]["watched"]["versions"][str(version)]
     return {f["name"]: f for f in entry["features"]}
-
-
-__all__ = ["features", "np", "publish_watched", "traffic"]
