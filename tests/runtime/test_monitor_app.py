@@ -61,7 +61,7 @@ def test_a_version_without_reference_is_served_and_says_so(serve: Any, tmp_path:
         assert entry == {
             "reference": False,
             "note": "no reference",
-            "window": {"seconds": 300.0, "count": 10000, "samples": 0, "min_samples": 100},
+            "window": {"seconds": 300.0, "count": 10000, "samples": 20, "min_samples": 100},
             "features": [],
         }
 

@@ -69,7 +69,10 @@ class VersionProfile:
             if feature.type == "tensor" and feature.source not in summary:
                 summary[feature.source] = summaries(column)
             parts.append(feature.indices(column, summary.get(feature.source)) + offset)
-        counts = np.bincount(np.concatenate(parts), minlength=self.window.width) if parts else np.zeros(0)
+        if not parts:  # no reference: the window still counts the traffic
+            self.window.add(np.zeros(0, dtype=np.int64), n)
+            return
+        counts = np.bincount(np.concatenate(parts), minlength=self.window.width)
         self.window.add(counts, n)
 
     def describe(self, config: MonitorConfig) -> dict[str, Any]:
@@ -137,7 +140,7 @@ class FunctionMonitor:
 
     def observe(self, columns: Mapping[str, Any], outputs: Outputs) -> None:
         profile = self.versions.get(outputs.version)
-        if profile is None or not profile.features:
+        if profile is None:
             return
         try:
             profile.observe(columns, outputs)
