@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fnserve.runtime.batcher import Batcher
+from fnserve.runtime.capture import Capture, settings_beside
 from fnserve.runtime.codec import Inputs
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import ServedFunction
@@ -44,13 +45,20 @@ class Runtime:
             settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
         )
         versions = versions or {}
+        found_all = list(found)
         self.metrics = Metrics()
         self.functions: dict[str, ServedFunction] = {
             f.spec.name: ServedFunction(
                 f, self.store, versions.get(f.spec.name), on_skip=self.metrics.count_skip
             )
-            for f in found
+            for f in found_all
         }
+        self.capture = Capture(self.metrics.registry)  # a sampled share of requests, as Parquet
+        for f in found_all:
+            options = settings.storage_options
+            self.capture.add(
+                f.spec.name, f.schema, settings_beside(f.path), settings.store, options, settings.project_dir
+            )
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.time()
@@ -145,6 +153,7 @@ class Runtime:
         for fn in self.functions.values():
             self.metrics.ready.labels(fn.name).set(0)
             self._tasks.append(loop.create_task(self._keep_loaded(fn), name=f"load-{fn.name}"))
+        self.capture.start()
 
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -194,6 +203,8 @@ class Runtime:
             task.cancel()
         for batcher in self.batchers.values():
             await batcher.close()
+        # What was captured is written, within the drain timeout; a stuck sink does not hold the exit.
+        await asyncio.to_thread(self.capture.stop, self.settings.drain_timeout_s)
 
 
 def refreeze_heap() -> None:
