@@ -8,6 +8,7 @@ Off unless a function's ``function.toml`` sets a rate::
     capture_flush_rows = 10000    # a file is written once this many rows wait...
     capture_flush_s = 10.0        # ...or once the oldest has waited this long
     capture_max_rows = 100000     # rows waiting at most; past it rows are dropped, never waited for
+    capture_max_mb = 256          # and at most this much of their inputs' arrays (images are large)
     capture_url = "s3://bucket/capture"   # default: <store>/_capture
 
 Files land under ``<root>/function=NAME/version=V/date=YYYY-MM-DD/part-<time>-<id>.parquet``
@@ -57,7 +58,7 @@ SETTINGS_FILE = "function.toml"  # beside predict.py
 SECTION = "monitor"
 DEFAULT_DIR = "_capture"  # under the store root
 META_COLUMNS = ("_request_id", "_latency_s", "_time")
-PARTITIONS = ("function", "version", "date")
+ROW_BYTES = 256  # what a row of Python values (a GET's instance, a list column) is taken to hold
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class CaptureSettings:
     flush_rows: int = 10_000  # write a file once this many rows wait
     flush_s: float = 10.0  # or once the oldest waiting row is this old
     max_rows: int = 100_000  # bound of the queue, in rows; more are dropped (counted)
+    max_mb: float = 256.0  # bound of the queue, in MB of input and output arrays held
     url: str | None = None  # fsspec URL of the capture root; None: <store>/_capture
 
     @property
@@ -73,14 +75,21 @@ class CaptureSettings:
         return self.rate > 0
 
 
-_KEYS = {"capture_rate", "capture_flush_rows", "capture_flush_s", "capture_max_rows", "capture_url"}
+_KEYS = {
+    "capture_rate",
+    "capture_flush_rows",
+    "capture_flush_s",
+    "capture_max_rows",
+    "capture_max_mb",
+    "capture_url",
+}
 
 
 def capture_settings(table: Mapping[str, Any], where: str = f"[{SECTION}]") -> CaptureSettings:
     """The ``capture_*`` keys of a ``[monitor]`` table, checked; other keys are not ours.
 
     >>> capture_settings({"capture_rate": 0.25, "window_s": 60})
-    CaptureSettings(rate=0.25, flush_rows=10000, flush_s=10.0, max_rows=100000, url=None)
+    CaptureSettings(rate=0.25, flush_rows=10000, flush_s=10.0, max_rows=100000, max_mb=256.0, url=None)
     >>> capture_settings({"capture_rate": 2})
     Traceback (most recent call last):
     fnserve.runtime.errors.ConfigError: [monitor] capture_rate must be a number from 0 to 1, got 2
@@ -93,10 +102,11 @@ def capture_settings(table: Mapping[str, Any], where: str = f"[{SECTION}]") -> C
     flush_rows = _integer(table, "capture_flush_rows", default.flush_rows, where)
     flush_s = _number(table, "capture_flush_s", default.flush_s, where, 0.001, None, "a positive number")
     max_rows = _integer(table, "capture_max_rows", default.max_rows, where)
+    max_mb = _number(table, "capture_max_mb", default.max_mb, where, 0.001, None, "a positive number")
     url = table.get("capture_url")
     if url is not None and (not isinstance(url, str) or not url.strip()):
         raise ConfigError(f"{where} capture_url must be a non-empty URL string, got {url!r}")
-    return CaptureSettings(float(rate), flush_rows, float(flush_s), max_rows, url)
+    return CaptureSettings(float(rate), flush_rows, float(flush_s), max_rows, max_mb, url)
 
 
 def _number(
@@ -134,6 +144,7 @@ class _Item:
     inputs: Inputs
     outputs: Outputs
     n: int
+    size: int  # bytes held, as estimated by _nbytes
     request_id: str
     latency_s: float
     at: float  # unix time
@@ -150,6 +161,8 @@ class _Channel:
         self.options = dict(options)
         self.items: collections.deque[_Item] = collections.deque()
         self.queued = 0  # rows in items
+        self.queued_bytes = 0  # bytes of the arrays they hold (as estimated by _nbytes)
+        self.max_bytes = int(settings.max_mb * 1e6)
         self.lock = threading.Lock()
         self.failing = False  # a write failed and none has worked since: logged once
         self.fs: Any = None  # opened by the writer thread on its first write
@@ -226,12 +239,14 @@ class Capture:
                     int(picked.size),
                 )
         settings = channel.settings
+        size = _nbytes(inputs, n) + _nbytes(outputs.named or {"": outputs.value}, n)
         with channel.lock:
-            queued = channel.queued + n
-            if queued <= settings.max_rows:
-                channel.items.append(_Item(inputs, outputs, n, request_id, latency_s, self._clock()))
-                channel.queued = queued
-        if queued > settings.max_rows:
+            queued, held = channel.queued + n, channel.queued_bytes + size
+            full = queued > settings.max_rows or held > channel.max_bytes
+            if not full:
+                channel.items.append(_Item(inputs, outputs, n, size, request_id, latency_s, self._clock()))
+                channel.queued, channel.queued_bytes = queued, held
+        if full:
             self._full[name].inc(n)
         elif queued >= settings.flush_rows:
             self._wake.set()
@@ -272,7 +287,7 @@ class Capture:
     def _flush(self, channel: _Channel) -> None:
         with channel.lock:
             items, channel.items = list(channel.items), collections.deque()
-            channel.queued = 0
+            channel.queued = channel.queued_bytes = 0
         groups: dict[tuple[int, str], list[_Item]] = {}
         for item in items:
             day = datetime.datetime.fromtimestamp(item.at, datetime.UTC).date().isoformat()
@@ -355,6 +370,21 @@ def _take_outputs(outputs: Outputs, picked: np.ndarray) -> Outputs:
         named = {k: _take(v, picked) for k, v in outputs.named.items()}
         return Outputs(len(picked), None, named, outputs.version)
     return Outputs(len(picked), _take(outputs.value, picked), None, outputs.version)
+
+
+def _nbytes(columns: Inputs | Mapping[str, Any], n: int) -> int:
+    """Roughly the memory ``n`` rows hold: arrays' bytes, a guess for rows of Python values; cheap."""
+    if isinstance(columns, Rows):
+        return n * ROW_BYTES
+    size = 0
+    for column in columns.values():
+        if isinstance(column, np.ndarray):
+            size += column.nbytes
+        elif column and isinstance(column[0], np.ndarray):  # free-size images: one array each
+            size += sum(value.nbytes for value in column)
+        else:
+            size += n * ROW_BYTES
+    return size
 
 
 def _take(column: Any, picked: np.ndarray) -> Any:

@@ -33,19 +33,23 @@ FNS = Path(__file__).parent.parent / "support" / "fns"
 ROWS = [{"price": 1.5, "country": "nl"}, {"price": 2.0, "country": "de"}]
 
 
-def function_with(tmp_path: Path, monitor: str) -> Path:
-    """A copy of the ``captured`` test function whose function.toml has this [monitor] body."""
-    folder = tmp_path / "functions" / "captured"
-    shutil.copytree(FNS / "captured", folder)
+def function_with(tmp_path: Path, monitor: str, name: str = "captured") -> Path:
+    """A copy of a test function (``captured``) whose function.toml has this [monitor] body."""
+    folder = tmp_path / "functions" / name
+    shutil.copytree(FNS / name, folder)
     (folder / "function.toml").write_text(f"[monitor]\n{monitor}\n")
     return folder
 
 
 @contextlib.contextmanager
 def serving(
-    tmp_path: Path, monitor: str, store: str | None = None, options: dict[str, Any] | None = None
+    tmp_path: Path,
+    monitor: str,
+    store: str | None = None,
+    options: dict[str, Any] | None = None,
+    name: str = "captured",
 ) -> Iterator[tuple[TestClient, Runtime]]:
-    folder = function_with(tmp_path, monitor)
+    folder = function_with(tmp_path, monitor, name)
     config = {"store": {"options": options}} if options else {}
     flags = {"store": store or f"file://{tmp_path}/store", "cache": str(tmp_path / "cache")}
     runtime = Runtime(discover([folder]), Settings.from_mapping(tmp_path, config, {}, flags))
@@ -93,6 +97,7 @@ def test_settings_default_off_and_ignore_other_monitor_keys() -> None:
         ("capture_flush_rows", 0),
         ("capture_flush_s", -1),
         ("capture_max_rows", 2.5),
+        ("capture_max_mb", 0),
         ("capture_url", ""),
         ("capture_ratio", 0.5),  # a typo is not silently off
     ],
@@ -148,6 +153,36 @@ def test_file_store_reads_back_with_pyarrow_and_duckdb(tmp_path: Path) -> None:
         "order by price"
     ).fetchall()
     assert found == [("nl", 3.0, 0), ("de", 4.0, 0), ("fr", 6.0, 0)]
+
+
+def test_every_input_kind_is_a_column(tmp_path: Path) -> None:
+    """Tensors and images as (nested) lists; outputs named like inputs as ``output_<name>``."""
+    from tests.runtime.test_app import kinds_instance
+
+    with serving(tmp_path, "capture_rate = 1\ncapture_flush_s = 0.05", name="kinds") as (client, _):
+        instances = [kinds_instance(), kinds_instance(count=7, note="hello")]
+        assert client.post("/function/kinds", json={"instances": instances}).status_code == 200
+        wait_for(lambda: metric(client, "fnserve_capture_rows_total{") == 2)
+    table = read_back((tmp_path / "store" / "_capture").as_uri()).sort_by("count")
+    row = table.to_pylist()[1]
+    assert row["count"] == 7 and row["output_count"] == 7.0 and row["note"] == "hello"
+    assert row["vector"] == [1.0, 2.0, 3.0] and row["vector_sum"] == 6.0
+    assert row["photo"][0][0] == [10, 20, 30] and len(row["photo"]) == 4
+    assert row["season"] == "summer" and row["flag"] is True
+
+
+def test_the_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    from tests.runtime.test_app import kinds_instance
+
+    monitor = "capture_rate = 1\ncapture_flush_s = 3600\ncapture_max_mb = 0.002"
+    with serving(tmp_path, monitor, name="kinds") as (client, runtime):
+        channel = runtime.capture._channels["kinds"]
+        for _ in range(40):
+            assert client.post("/function/kinds", json=kinds_instance()).status_code == 200
+            assert channel.queued_bytes <= 2000
+        assert 0 < channel.queued < 40
+        full = 'fnserve_capture_dropped_rows_total{function="kinds",reason="queue_full"}'
+        assert metric(client, full) == 40 - channel.queued
 
 
 def test_memory_store(tmp_path: Path) -> None:
