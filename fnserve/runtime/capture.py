@@ -137,7 +137,7 @@ def settings_beside(predict_file: Path) -> CaptureSettings:
     return capture_settings(table, f"{path}: [{SECTION}]")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Item:
     """One request's sampled rows, as the request path left them."""
 
