@@ -271,7 +271,10 @@ class Capture:
             closing = self._closing
             for channel in self._channels.values():
                 if closing or self._due(channel):
-                    self._flush(channel)
+                    try:
+                        self._flush(channel)
+                    except Exception:  # a bug of ours: this thread must outlive it, or the queue stays full
+                        log.exception("%s: capture flush failed", channel.name)
             if closing:
                 return
 
