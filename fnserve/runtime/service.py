@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fnserve.runtime.batcher import Batcher
+from fnserve.runtime.capture import Capture, settings_beside
 from fnserve.runtime.codec import Inputs
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import LoadedModel, ServedFunction
@@ -61,6 +62,12 @@ class Runtime:
             )
             for f in found
         }
+        self.capture = Capture(self.metrics.registry)  # a sampled share of requests, as Parquet
+        for f in found:
+            options = settings.storage_options
+            self.capture.add(
+                f.spec.name, f.schema, settings_beside(f.path), settings.store, options, settings.project_dir
+            )
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.time()
@@ -164,6 +171,7 @@ class Runtime:
         for fn in self.functions.values():
             self.metrics.ready.labels(fn.name).set(0)
             self._tasks.append(loop.create_task(self._keep_loaded(fn), name=f"load-{fn.name}"))
+        self.capture.start()
 
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -213,6 +221,8 @@ class Runtime:
             task.cancel()
         for batcher in self.batchers.values():
             await batcher.close()
+        # What was captured is written, within the drain timeout; a stuck sink does not hold the exit.
+        await asyncio.to_thread(self.capture.stop, self.settings.drain_timeout_s)
 
 
 def refreeze_heap() -> None:

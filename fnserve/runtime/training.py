@@ -19,16 +19,24 @@ and ``FNSERVE_PROJECT`` set; run by hand, the script falls back to its own defau
 The reference (quantile bins, value frequencies, tensor summaries; :mod:`fnserve.runtime.monitor`)
 is written into the folder as ``fnserve-reference.json`` before the upload, so the manifest
 covers it; the runtime scores live traffic against it. Without one the version is still served.
+
+``ctx.read_table()`` reads the data as one Arrow table, whether a Parquet file, a folder of
+them, or captured traffic (``fn train recs --data <store>/_capture``: the function's inputs and
+outputs, as served).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from fnserve.runtime.monitor import reference
 from fnserve.runtime.redact import redact_url
@@ -42,6 +50,9 @@ class TrainContext:
     function: str  # the function being trained; its checkpoints are published under this name
     store: CheckpointStore
     data: str | None  # fsspec URL of the training data (a Parquet dataset folder or file), if given
+    storage_options: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # fsspec options for data on the store's protocol
 
     @classmethod
     def from_env(
@@ -62,7 +73,34 @@ class TrainContext:
         store = CheckpointStore(
             settings.store, storage_options=settings.storage_options, cache_dir=settings.cache_dir
         )
-        return cls(function=function, store=store, data=env.get("FNSERVE_DATA") or None)
+        data = env.get("FNSERVE_DATA") or None
+        same_place = data is not None and _protocol(data) == _protocol(settings.store)
+        options = dict(settings.storage_options) if same_place else {}
+        return cls(function=function, store=store, data=data, storage_options=options)
+
+    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The training data as one Arrow table: a Parquet file, or a folder of them, hive
+        partitions (``key=value/`` folders) included, at any fsspec URL the store's options reach.
+
+        A folder of captured traffic (``<store>/_capture``, see :mod:`fnserve.runtime.capture`)
+        reads as the function's inputs and outputs; only this function's rows are taken. Columns
+        ``_request_id``, ``_latency_s``, ``_time``, ``version`` and ``date`` come along unless
+        ``columns`` names the ones wanted.
+
+        >>> ctx.read_table(["hotel_price", "booked"]).num_rows  # doctest: +SKIP
+        2000
+        """
+        if not self.data:
+            raise ValueError(f"no training data given for {self.function!r}: pass --data URL")
+        filesystem, path = fsspec.core.url_to_fs(self.data, **self.storage_options)
+        found = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
+        where = None
+        if "function" in found.schema.names:  # a capture root: every function's traffic
+            where = ds.field("function") == self.function
+        table = found.to_table(filter=where)
+        if "function" in table.column_names:
+            table = table.drop_columns(["function"])
+        return table if columns is None else table.select(list(columns))
 
     def publish(
         self,
@@ -96,6 +134,10 @@ class TrainContext:
             f"{redact_url(self.store.location(self.function))}/{version}"
         )
         return version
+
+
+def _protocol(url: str) -> str:
+    return fsspec.core.split_protocol(url)[0] or "file"
 
 
 def _plain(value: Any) -> Any:

@@ -73,8 +73,15 @@ async def predict(
     request: Request, runtime: Runtime, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None
 ) -> Outputs:
     """Run the rows (by ``pinned`` only, if given); if the caller disconnects first, its queued
-    work is dropped. Answers name ``outputs.version``: the model that computed them."""
-    return await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned))
+    work is dropped. Answers name ``outputs.version``: the model that computed them. A sampled
+    share is captured (:mod:`fnserve.runtime.capture`) with its latency from here."""
+    started = time.perf_counter()
+    outputs = await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned))
+    capture = runtime.capture
+    if capture.enabled:
+        latency_s = time.perf_counter() - started
+        capture.record(fn.name, columns, n, outputs, request.state.request_id, latency_s)
+    return outputs
 
 
 WATCH_AFTER_S = 0.05  # answers faster than this never pay for a disconnect watcher
