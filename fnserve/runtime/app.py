@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fnserve.runtime import dashboard
+from fnserve.runtime.dashboard.data import runtime_data
 from fnserve.runtime.errors import NotFound, first_line
 from fnserve.runtime.http import RequestContext, error_response, json_response
 from fnserve.runtime.protocols import native, tfserving, v2
@@ -59,6 +61,10 @@ def create_app(runtime: Runtime) -> RequestContext:
             runtime.metrics.queued.labels(name).set(batcher.queued)
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def dashboard_data(_: Request) -> Response:
+        # Open like /metrics and /functions: names, versions and aggregate figures, no payloads.
+        return json_response(runtime_data(runtime))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
 
@@ -75,6 +81,7 @@ def create_app(runtime: Runtime) -> RequestContext:
         Route("/readyz", readyz),
         Route("/functions", endpoint(list_functions)),
         Route("/metrics", metrics),
+        *dashboard.routes(dashboard_data),
         *v2.routes(runtime),
         *tfserving.routes(runtime),
     ]

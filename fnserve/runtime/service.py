@@ -18,6 +18,7 @@ from typing import Any
 
 from fnserve.runtime.batcher import Batcher
 from fnserve.runtime.codec import Inputs
+from fnserve.runtime.dashboard.series import RecentStats, version_label
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.loader import FoundFunction
@@ -45,6 +46,7 @@ class Runtime:
         )
         versions = versions or {}
         self.metrics = Metrics()
+        self.recent = RecentStats()  # the dashboard's figures of the last minutes
         self.functions: dict[str, ServedFunction] = {
             f.spec.name: ServedFunction(
                 f, self.store, versions.get(f.spec.name), on_skip=self.metrics.count_skip
@@ -72,7 +74,9 @@ class Runtime:
 
             def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> Outputs:
                 self.metrics.batch_size.labels(fn.name).observe(n)
-                return fn.call(columns, n)
+                outputs = fn.call(columns, n)
+                self.recent.batch(fn.name, version_label(outputs.version), n)
+                return outputs
 
             target_ms = fn.spec.latency_target_ms
             batcher = Batcher(
