@@ -10,6 +10,15 @@ from typing import Any
 
 import pytest
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "browser: drives headless chromium (scripts/ensure-browser installs it; CI must have it; "
+        "skip locally with -m 'not browser')",
+    )
+
+
 # --- S3 (moto in server mode) -------------------------------------------------------------------
 
 
@@ -142,6 +151,27 @@ def _docker_marker_needs_engine(request: pytest.FixtureRequest) -> None:
     """Every test marked `docker` gets the engine (so it skips, or fails in CI, when there is none)."""
     if request.node.get_closest_marker("docker"):
         request.getfixturevalue("docker_engine")
+
+
+# --- headless chromium (tests marked `browser`) ---------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless chromium through Selenium. Missing: skipped locally (saying why), a failure in CI."""
+    import os
+
+    from tests.support.browser import BrowserUnavailable, start_browser
+
+    try:
+        driver = start_browser()
+    except BrowserUnavailable as exc:
+        message = f"{exc}; or leave these tests out with -m 'not browser'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs the browser tests, but {message}", pytrace=False)
+        pytest.skip(message)
+    yield driver
+    driver.quit()
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,12 @@ def test_quantiles_come_from_the_latency_edges() -> None:
     assert quantile_ms(counts, 0.5) == round(LATENCY_EDGES_S[10] * 1000, 3)
     assert quantile_ms(counts, 0.99) == round(LATENCY_EDGES_S[20] * 1000, 3)
     assert quantile_ms([0] * 3, 0.5) is None
+
+
+def test_a_rate_counts_only_the_time_a_series_has_existed() -> None:
+    stats = RecentStats()
+    for i in range(100):
+        stats.request("f", "1", 0.001, 200, now=1000.0 + i * 0.04)  # 100 requests in 4 s
+    figures = stats.snapshot(now=1004.0)["f"]["1"]
+    assert figures["last_minute"]["requests_per_s"] == 25.0  # not 100 over the whole minute
+    assert figures["points"][-1]["requests_per_s"] == 25.0  # not over the whole 10 s bucket

@@ -46,10 +46,15 @@ class Bucket:
 class Series:
     """One function version's ring of buckets; a bucket older than the ring is reused, cleared."""
 
-    __slots__ = ("ring",)
+    __slots__ = ("ring", "since")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float | None = None) -> None:
         self.ring = [Bucket() for _ in range(BUCKETS)]
+        self.since = time.time() if now is None else now  # no rate counts time before this
+
+    def _seconds(self, start: float, end: float, now: float) -> float:
+        """How long [start, end) was really counted: not before ``since``, not after ``now``."""
+        return max(1.0, min(end, now) - max(start, self.since))
 
     def at(self, now: float) -> Bucket:
         epoch = int(now // BUCKET_S)
@@ -63,16 +68,21 @@ class Series:
         last = int(now // BUCKET_S)
         found = {b.epoch: b for b in self.ring}
         return [
-            summary([found[e]] if e in found else [], e * BUCKET_S, BUCKET_S)
+            summary(
+                [found[e]] if e in found else [],
+                e * BUCKET_S,
+                self._seconds(e * BUCKET_S, (e + 1) * BUCKET_S, now),
+            )
             for e in range(last - BUCKETS + 1, last + 1)
         ]
 
     def last_minute(self, now: float) -> dict[str, Any]:
         last = int(now // BUCKET_S)
         recent = [b for b in self.ring if last - MINUTE_BUCKETS < b.epoch <= last]
-        # The current bucket is partly filled: the rate is over the time the window really spans.
-        span = (MINUTE_BUCKETS - 1) * BUCKET_S + (now - last * BUCKET_S)
-        return summary(recent, (last - MINUTE_BUCKETS + 1) * BUCKET_S, max(span, 1.0))
+        # The current bucket is partly filled, and a new series has no past: the rate is over the
+        # time the window really spans.
+        start = (last - MINUTE_BUCKETS + 1) * BUCKET_S
+        return summary(recent, start, self._seconds(start, (last + 1) * BUCKET_S, now))
 
 
 def summary(buckets: list[Bucket], start: float, seconds: float) -> dict[str, Any]:
@@ -115,17 +125,18 @@ class RecentStats:
     def __init__(self) -> None:
         self.series: dict[tuple[str, str], Series] = {}
 
-    def _of(self, function: str, version: str) -> Series:
+    def _of(self, function: str, version: str, now: float) -> Series:
         key = (function, version)
         series = self.series.get(key)
         if series is None:
-            series = self.series[key] = Series()
+            series = self.series[key] = Series(now)
         return series
 
     def request(
         self, function: str, version: str, seconds: float, status: int, now: float | None = None
     ) -> None:
-        bucket = self._of(function, version).at(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        bucket = self._of(function, version, now).at(now)
         bucket.requests += 1
         if status >= 500:
             bucket.errors += 1
@@ -134,7 +145,8 @@ class RecentStats:
         bucket.latency[bisect_left(LATENCY_EDGES_S, seconds)] += 1
 
     def batch(self, function: str, version: str, n: int, now: float | None = None) -> None:
-        bucket = self._of(function, version).at(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        bucket = self._of(function, version, now).at(now)
         bucket.batches += 1
         bucket.instances += n
         if n > bucket.max_batch:
@@ -142,7 +154,7 @@ class RecentStats:
 
     def figures(self, function: str, version: str, now: float) -> dict[str, Any]:
         """One version's ``{"points": [...], "last_minute": {...}}`` (zeros if it has none yet)."""
-        series = self.series.get((function, version)) or Series()
+        series = self.series.get((function, version)) or Series(now)
         return {"points": series.points(now), "last_minute": series.last_minute(now)}
 
     def versions(self, function: str) -> set[str]:

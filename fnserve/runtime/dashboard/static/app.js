@@ -57,15 +57,19 @@ function lineChart(name, caption, lines, unit) {
   let drawn = 0;
   for (const line of lines) {
     let d = "";
+    const dots = [];
     line.values.forEach((v, i) => {
       if (v === null) return;
       d += (d ? " L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
+      // A dot per point too: traffic in one bucket only is a point, not a line.
+      dots.push(svg("circle", { class: "point", cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 1.8,
+        fill: line.colour }));
       drawn += 1;
     });
     if (!d) continue;
     const path = svg("path", { class: "line", d, stroke: line.colour, "data-series": line.label });
     if (line.dash) path.setAttribute("stroke-dasharray", "4 3");
-    chart.append(path);
+    chart.append(path, ...dots);
   }
   chart.setAttribute("data-points", String(drawn));
   const legend = el("span", { class: "legend" });
@@ -74,6 +78,9 @@ function lineChart(name, caption, lines, unit) {
   }
   return el("figure", {}, el("figcaption", {}, `${caption} (${unit}) `, legend), chart);
 }
+
+// "-" is a function without a checkpoint (or, on the gateway, a request no version reached).
+const shown = (version) => (version === "-" ? "no version" : "v" + version);
 
 function renderFunction(fn) {
   const box = el("section", { class: "fn", "data-function": fn.name });
@@ -85,7 +92,7 @@ function renderFunction(fn) {
     const m = v.last_minute;
     const cell = (field, text) => el("td", { "data-field": field }, text);
     table.append(el("tr", { "data-version": v.version },
-      cell("version", v.version + (v.serving ? " (serving)" : "")),
+      cell("version", (v.version === "-" ? "–" : v.version) + (v.serving ? " (serving)" : "")),
       cell("weight", v.weight === null ? "–" : v.weight),
       cell("replicas", v.desired === null ? String(v.ready) : `${v.ready}/${v.desired}`),
       cell("requests_per_s", fmt(m.requests_per_s)),
@@ -96,7 +103,7 @@ function renderFunction(fn) {
   }
   box.append(table);
   const series = (key, dash, suffix) => fn.versions.map((v, i) => ({
-    label: "v" + v.version + (suffix || ""), colour: COLOURS[i % COLOURS.length], dash,
+    label: shown(v.version) + (suffix || ""), colour: COLOURS[i % COLOURS.length], dash,
     values: v.points.map((p) => p[key]),
   }));
   const charts = el("div", { class: "charts" });
