@@ -17,19 +17,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from fnserve.runtime import dashboard
-from tests.support.browser import keep_screenshot, serving_app
+from tests.support.browser import keep_screenshot, serving_app, wait_for
 from tests.support.serving import start_serve, stop
 
 pytestmark = pytest.mark.browser
 FNS = Path(__file__).parents[1] / "support" / "fns"
-
-
-def wait_for(driver: Any, css: str, timeout_s: float = 20) -> Any:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout_s).until(seen.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
 def refreshes(driver: Any) -> int:

@@ -84,3 +84,11 @@ def keep_screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
     shutil.copyfile(shot, kept)
     print(f"dashboard screenshot: {kept}")
     return kept
+
+
+def wait_for(driver: Any, css: str, timeout_s: float = 20) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s).until(seen.presence_of_element_located((By.CSS_SELECTOR, css)))
