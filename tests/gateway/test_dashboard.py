@@ -16,8 +16,9 @@ def test_the_dashboard_shows_versions_weights_replicas_and_traffic(tmp_path: Pat
     split = deployment("double", ("1", "double", 100, "latest"), ("2", "double", 0, "latest"), min_replicas=1)
     with running_gateway(tmp_path, [split]) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
         gw.wait_ready("double", "1", 1)
-        for x in range(6):
+        for x in range(5):
             assert client.get(f"/function/double?x={x}").status_code == 200
+        assert client.post("/function/double", json={"instances": [{"x": 1}] * 7}).status_code == 200
         assert client.get("/function/double?x=oops").status_code == 422
         page = client.get("/dashboard")
         data = client.get("/dashboard/data").json()
@@ -31,6 +32,10 @@ def test_the_dashboard_shows_versions_weights_replicas_and_traffic(tmp_path: Pat
     assert (two["weight"], two["serving"]) == (0, False)
     assert one["last_minute"]["requests"] == 7 and one["last_minute"]["rejected"] == 1
     assert one["last_minute"]["p99_ms"] > 0 and two["last_minute"]["requests"] == 0
+    # Batch sizes are the replica's: 5 batches of 1 and one of 7 (the 422 never reached the model).
+    minute = one["last_minute"]
+    assert (minute["batches"], minute["mean_batch"], minute["max_batch"]) == (6, 2.0, 7)
+    assert sum(p["batches"] for p in one["points"]) == 6 and two["last_minute"]["batches"] == 0
     # Only what GET /functions shows openly: no replica addresses, images or scaling.
     text = str(data)
     assert "127.0.0.1" not in text and "image" not in text and "scaling" not in text

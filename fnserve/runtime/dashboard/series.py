@@ -89,6 +89,7 @@ def summary(buckets: list[Bucket], start: float, seconds: float) -> dict[str, An
     requests = sum(b.requests for b in buckets)
     errors = sum(b.errors for b in buckets)
     batches = sum(b.batches for b in buckets)
+    instances = sum(b.instances for b in buckets)
     latency = [sum(column) for column in zip(*(b.latency for b in buckets), strict=True)] if buckets else []
     return {
         "t": start,
@@ -100,7 +101,8 @@ def summary(buckets: list[Bucket], start: float, seconds: float) -> dict[str, An
         "p50_ms": quantile_ms(latency, 0.5),
         "p99_ms": quantile_ms(latency, 0.99),
         "batches": batches,
-        "mean_batch": round(sum(b.instances for b in buckets) / batches, 2) if batches else None,
+        "instances": instances,
+        "mean_batch": round(instances / batches, 2) if batches else None,
         "max_batch": max((b.max_batch for b in buckets), default=0),
     }
 
