@@ -15,6 +15,8 @@ def test_the_page_and_its_assets_come_from_the_package(serve: Any) -> None:
         script = client.get("/dashboard/app.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
         assert "/dashboard/data" in script.text and "/monitor" in script.text
+        # Air-gapped: nothing is fetched from elsewhere (the one URL is SVG's namespace name).
+        assert script.text.replace("http://www.w3.org/2000/svg", "").count("http") == 0
         assert client.get("/dashboard/style.css").headers["content-type"].startswith("text/css")
         assert client.get("/dashboard/nope.js").status_code == 404
 
