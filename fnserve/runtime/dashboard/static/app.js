@@ -73,7 +73,7 @@ function lineChart(name, caption, lines, unit) {
   }
   chart.setAttribute("data-points", String(drawn));
   const legend = el("span", { class: "legend" });
-  for (const line of lines) {
+  for (const line of lines.filter((l) => !l.dash)) {  // a dashed line shares its version's colour
     legend.append(el("span", { style: `background:${line.colour}` }), line.label);
   }
   return el("figure", {}, el("figcaption", {}, `${caption} (${unit}) `, legend), chart);
@@ -108,8 +108,8 @@ function renderFunction(fn) {
   }));
   const charts = el("div", { class: "charts" });
   charts.append(lineChart("requests_per_s", "request rate", series("requests_per_s"), "req/s"));
-  charts.append(lineChart("latency_ms", "latency p50 — p99 - -",
-    [...series("p50_ms", false, " p50"), ...series("p99_ms", true, " p99")], "ms"));
+  charts.append(lineChart("latency_ms", "latency p50, p99 dashed",
+    [...series("p50_ms", false), ...series("p99_ms", true, " p99")], "ms"));
   charts.append(lineChart("error_rate", "error rate", series("error_rate"), "share"));
   charts.append(lineChart("mean_batch", "batch size", series("mean_batch"), "instances"));
   box.append(charts);
