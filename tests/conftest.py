@@ -144,6 +144,27 @@ def _docker_marker_needs_engine(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("docker_engine")
 
 
+# --- headless chromium (tests marked `browser`) ---------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless chromium through Selenium. Missing: skipped locally (saying why), a failure in CI."""
+    import os
+
+    from tests.support.browser import BrowserUnavailable, start_browser
+
+    try:
+        driver = start_browser()
+    except BrowserUnavailable as exc:
+        message = f"{exc}; or leave these tests out with -m 'not browser'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs the browser tests, but {message}", pytrace=False)
+        pytest.skip(message)
+    yield driver
+    driver.quit()
+
+
 @pytest.fixture(scope="session")
 def example_images(docker_engine: Any) -> dict[str, Any]:
     """The repository's example functions built once per session: ``{"recs": BuildResult, ...}``.

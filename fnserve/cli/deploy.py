@@ -62,6 +62,7 @@ def gateway_command(host: str | None, port: int | None, target: str | None) -> N
 
     def ready(url: str, token: str, new_token: bool) -> None:
         console.print(f"fnserve gateway ({settings.gateway_target}): listening on {url}")
+        console.print(f"  dashboard: {url}/dashboard")
         if new_token:
             console.print(f"  admin token (new, saved in .fnserve/gateway-token): {token}", soft_wrap=True)
 

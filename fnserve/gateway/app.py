@@ -2,7 +2,7 @@
 
 Prediction paths (``/function/...``, ``/v2/models/...``, ``/v1/models/...``) go straight to the
 proxy without a routing table; everything else (``/healthz``, ``/readyz``, ``/v2/health/*``,
-``/functions``, ``/metrics``, ``/admin/...``) is a small Starlette app. Serve it with
+``/functions``, ``/metrics``, ``/admin/...``, ``/dashboard``) is a small Starlette app. Serve it with
 :func:`fnserve.gateway.server.serve_gateway`, or in-process in tests.
 
     app = create_app(Gateway(LocalPlatform(settings), GatewayOptions(token=token)))
@@ -23,10 +23,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.gateway import admin
+from fnserve.gateway.dashboard import data_handler
 from fnserve.gateway.proxy import Proxy
 from fnserve.gateway.routing import FunctionRoute, parse_path
 from fnserve.gateway.service import Gateway
 from fnserve.gateway.upstream import UpstreamError
+from fnserve.runtime import dashboard
 from fnserve.runtime.http import Receive, RequestContext, Scope, Send, json_response
 from fnserve.runtime.monitor import merge
 
@@ -109,6 +111,7 @@ def create_app(gateway: Gateway) -> RequestContext:
             Route("/monitor", monitor),
             Route("/monitor/{name}", monitor),
             *admin.routes(gateway),
+            *dashboard.routes(data_handler(gateway)),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},

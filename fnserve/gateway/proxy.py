@@ -82,6 +82,7 @@ class Proxy:
             now = time.monotonic()
             route.stats.recent.add(now, now - started)
             self.gateway.metrics.observe(name, label or "-", status, now - started)  # bounded labels
+            self.gateway.recent.request(name, label or "-", now - started, status)
 
     def _authorize(self, headers: Headers) -> None:
         for key, value in headers:

@@ -25,6 +25,7 @@ from fnserve.gateway.metrics import GatewayMetrics
 from fnserve.gateway.platform import FunctionDeployment, Platform, PlatformError
 from fnserve.gateway.routing import FunctionRoute, FunctionStats, VersionRoute
 from fnserve.gateway.upstream import Pool
+from fnserve.runtime.dashboard.series import RecentStats
 
 log = logging.getLogger("fnserve.gateway")
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Gateway:
         self.options = options or GatewayOptions()
         self.target = str(getattr(platform, "target", type(platform).__name__))
         self.metrics = GatewayMetrics()
+        self.recent = RecentStats()  # the dashboard's figures of the last minutes
         self.functions: dict[str, FunctionRoute] = {}
         self.draining = False
         self.started = False  # the saved state is routed and the control loop runs
@@ -129,6 +131,7 @@ class Gateway:
                 version.balancer.close()
                 version.routable.set()  # wake held requests: they find the function gone
             self.metrics.forget(name)
+            self.recent.forget(name)
 
     # --- control loop -------------------------------------------------------------------------
 

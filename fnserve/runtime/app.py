@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fnserve.runtime import dashboard
+from fnserve.runtime.dashboard.data import runtime_data
 from fnserve.runtime.errors import NotFound, first_line
 from fnserve.runtime.http import RequestContext, error_response, json_response
 from fnserve.runtime.protocols import native, tfserving, v2
@@ -65,6 +67,10 @@ def create_app(runtime: Runtime) -> RequestContext:
             runtime.function(name)  # 404 naming GET /functions for a function not served here
         return json_response(await asyncio.to_thread(runtime.monitor.describe, name))
 
+    async def dashboard_data(_: Request) -> Response:
+        # Open like /metrics and /functions: names, versions and aggregate figures, no payloads.
+        return json_response(runtime_data(runtime))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
 
@@ -83,6 +89,7 @@ def create_app(runtime: Runtime) -> RequestContext:
         Route("/metrics", metrics),
         Route("/monitor", endpoint(monitor)),
         Route("/monitor/{name}", endpoint(monitor)),
+        *dashboard.routes(dashboard_data),
         *v2.routes(runtime),
         *tfserving.routes(runtime),
     ]

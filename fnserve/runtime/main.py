@@ -105,6 +105,7 @@ def serve_functions(
                 announce(
                     f"  ready  {base}/function/{name}" + (f"  (checkpoint v{version})" if version else "")
                 )
+            announce(f"  dashboard  {base}/dashboard")
 
         run(serve(create_app(runtime), runtime, sock, on_ready=ready), settings.event_loop)
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 from fnserve.runtime.batcher import Batcher
 from fnserve.runtime.capture import Capture, settings_beside
 from fnserve.runtime.codec import Inputs
+from fnserve.runtime.dashboard.series import RecentStats, version_label
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
@@ -52,6 +53,7 @@ class Runtime:
         # [monitor] of each function.toml, read now: a malformed one stops the start, naming the key
         self.monitor = Monitor((f.spec.name, f.schema, MonitorConfig.of_function(f.path)) for f in found)
         self.metrics.registry.register(DriftCollector(self.monitor))
+        self.recent = RecentStats()  # the dashboard's figures of the last minutes
         self.functions: dict[str, ServedFunction] = {
             f.spec.name: ServedFunction(
                 f,
@@ -90,6 +92,7 @@ class Runtime:
             def call(columns: dict[str, Any], n: int, fn: ServedFunction = fn) -> Outputs:
                 self.metrics.batch_size.labels(fn.name).observe(n)
                 outputs = fn.call(columns, n)
+                self.recent.batch(fn.name, version_label(outputs.version), n)
                 self.monitor.observe(fn.name, columns, outputs)  # in this model thread, once per batch
                 return outputs
 

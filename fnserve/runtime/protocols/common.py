@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fnserve.runtime.codec import Inputs
+from fnserve.runtime.dashboard.series import version_label
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import error_response, json_response
@@ -66,7 +67,13 @@ class observed:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         status = 200 if kind is None else exc.status if isinstance(exc, FnError) else 500
-        self.runtime.metrics.observe_request(self.function, status, time.perf_counter() - self.started)
+        seconds = time.perf_counter() - self.started
+        self.runtime.metrics.observe_request(self.function, status, seconds)
+        # Under the version in memory as the request ends: the one that answered it, but for a
+        # swap in the microseconds between its model call and here.
+        loaded = self.runtime.functions[self.function].loaded
+        version = version_label(loaded.version) if loaded is not None else "-"
+        self.runtime.recent.request(self.function, version, seconds, status)
 
 
 async def predict(
