@@ -4,9 +4,10 @@
 Each variant is `fn serve` of a copy of the example function's folder whose `function.toml`
 differs only in its `[monitor]` section, over this project's checkpoint store (so every variant
 loads the very same version), pinned to core 0; wrk (one thread, keep-alive, closed loop) on
-core 1. The variants alternate within every round (this machine's speed drifts over minutes), and
+core 1. All variants' servers run at once (idle but one) and are measured in turn, in short
+windows: the variants alternate within every round (this machine's speed drifts over minutes), and
 the verdict is the median over the rounds of each round's ratio to "off" (measured in the same
-round, minutes apart at most), next to the best window of each.
+round, seconds apart), next to the best window of each.
 
     .venv/bin/python benchmarks/monitor_cost.py                    # recs c64 and tagger 64 images/request
     .venv/bin/python benchmarks/monitor_cost.py --rounds 3 --seconds 5
@@ -19,11 +20,13 @@ Results are printed and written to .bench/results/monitor-cost-<time>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,9 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; each measures every variant once")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measuring window")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds; each measures every variant once")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measuring window")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -65,12 +68,14 @@ def main() -> None:
         variants = ["off", *costs]
         projects = {v: _project(scenario.function, v) for v in variants}
         measured: dict[str, list[float]] = {v: [] for v in variants}
-        for round_ in range(args.rounds):
-            order = variants if round_ % 2 == 0 else list(reversed(variants))
-            for variant in order:
-                rps = _measure(projects[variant], request, scenario.concurrency, args)
-                measured[variant].append(rps)
-                print(f"{case} round {round_ + 1} {variant:18} {rps:10,.0f} req/s", flush=True)
+        with contextlib.ExitStack() as stack:  # every variant's server up at once, measured in turn
+            servers = {v: stack.enter_context(_server(projects[v], v, request)) for v in variants}
+            for round_ in range(args.rounds):
+                order = variants if round_ % 2 == 0 else list(reversed(variants))
+                for variant in order:
+                    rps = _measure(servers[variant], request, scenario.concurrency, args)
+                    measured[variant].append(rps)
+                    print(f"{case} round {round_ + 1} {variant:18} {rps:10,.0f} req/s", flush=True)
         results[case] = measured
     _report(results)
     out = WORK / "results" / f"monitor-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -93,7 +98,8 @@ def _project(function: str, variant: str) -> Path:
     return project
 
 
-def _measure(project: Path, request: sc.Request, concurrency: int, args: argparse.Namespace) -> float:
+@contextlib.contextmanager
+def _server(project: Path, variant: str, request: sc.Request) -> Iterator[Server]:
     port = free_port()
     argv = [sys.executable, "-m", "fnserve.cli", "serve", "--port", str(port)]
     env = {
@@ -102,16 +108,23 @@ def _measure(project: Path, request: sc.Request, concurrency: int, args: argpars
         "FNSERVE_RELOAD_INTERVAL_S": "3600",
         "PYTHONPATH": str(sc.ROOT),
     }
-    with Server("fnserve-monitor-cost", argv, port, "/readyz", env=env, cwd=project) as server:
+    name = "monitor-cost-" + project.name
+    with Server(name, argv, port, "/readyz", env=env, cwd=project) as server:
         status, body = probe(server.url, request)
         if status != 200:
-            raise SystemExit(f"the server answered {status}: {body[:300]!r}; see {server.log_path}")
-        folder = WORK / "monitor-cost" / "wrk"
-        run_wrk(server.url, request, concurrency, args.warmup, folder)
-        result = run_wrk(server.url, request, concurrency, args.seconds, folder)
-        if result.errors:
-            raise SystemExit(f"{result.errors} errors under load; see {server.log_path}")
-        return result.rps
+            raise SystemExit(
+                f"{variant}: the server answered {status}: {body[:300]!r}; see {server.log_path}"
+            )
+        yield server
+
+
+def _measure(server: Server, request: sc.Request, concurrency: int, args: argparse.Namespace) -> float:
+    folder = WORK / "monitor-cost" / "wrk"
+    run_wrk(server.url, request, concurrency, args.warmup, folder)
+    result = run_wrk(server.url, request, concurrency, args.seconds, folder)
+    if result.errors:
+        raise SystemExit(f"{result.errors} errors under load; see {server.log_path}")
+    return result.rps
 
 
 def _report(results: dict[str, dict[str, list[float]]]) -> None:

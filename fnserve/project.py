@@ -43,6 +43,7 @@ from fnserve.runtime.config import (
     DEFAULT_PORT,
     DEFAULT_STORE,
     ENV_PREFIX,
+    FUNCTION_FILE,
     FUNCTIONS_DIR,
     Layers,
     read_config,
@@ -79,7 +80,6 @@ __all__ = [
     "state_dir",
 ]
 
-FUNCTION_FILE = "function.toml"  # a function's own settings, beside its predict.py
 STATE_DIR = ".fnserve"  # local state under the project root (never sent to an image)
 IMAGE_UID = 10001  # the fnserve user (and group) of every image fnserve builds
 

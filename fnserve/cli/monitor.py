@@ -23,8 +23,14 @@ from fnserve.client.core import DEFAULT_URL
     show_default=True,
     help="Where the function is served (fn serve, a replica, or the gateway).",
 )
+@click.option(
+    "--token",
+    envvar="FNSERVE_GATEWAY_TOKEN",
+    default=None,
+    help="The gateway's admin token, for a gateway whose prediction routes need it (auth = token).",
+)
 @user_errors  # ClientError
-def monitor_command(name: str, url: str) -> None:
+def monitor_command(name: str, url: str, token: str | None) -> None:
     """Show each version's drift against its training reference, feature by feature.
 
     PSI and Jensen-Shannon distance of every input and output over the live window; a feature
@@ -35,7 +41,7 @@ def monitor_command(name: str, url: str) -> None:
       fn monitor recs
       fn monitor recs --url http://127.0.0.1:8000     # through the gateway: replicas merged
     """
-    with Client(url) as client:
+    with Client(url, headers={"Authorization": f"Bearer {token}"} if token else None) as client:
         doc = client.monitor(name)
     for version, entry in doc["functions"][name]["versions"].items():
         out.print(version_table(name, version, entry))

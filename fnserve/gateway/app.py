@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.gateway import admin
-from fnserve.gateway.dashboard import data_handler
+from fnserve.gateway.dashboard import data_handler, refused
 from fnserve.gateway.proxy import Proxy
 from fnserve.gateway.routing import FunctionRoute, parse_path
 from fnserve.gateway.service import Gateway
@@ -83,6 +83,8 @@ def create_app(gateway: Gateway) -> RequestContext:
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def monitor(request: Request) -> Response:
+        if (refusal := refused(gateway, request, "monitoring data")) is not None:
+            return refusal
         name = request.path_params.get("name")
         if name is not None and name not in gateway.functions:
             return json_response(

@@ -60,17 +60,23 @@ async def gateway_data(gateway: Gateway, now: float | None = None) -> dict[str, 
     return {"source": f"gateway ({gateway.target})", "bucket_s": BUCKET_S, "now": now, "functions": functions}
 
 
-def data_handler(gateway: Gateway) -> Handler:
+def refused(gateway: Gateway, request: Request, what: str) -> Response | None:
+    """The 401 for ``what`` (the dashboard's data, /monitor) when the prediction routes need the
+    token and ``request`` lacks it; None when it may be answered. What the traffic looks like is
+    guarded exactly as the traffic is."""
     options = gateway.options
-    bearer = f"Bearer {options.token}".encode()
+    if not options.protect_predictions:
+        return None
+    given = request.headers.get("authorization", "").encode("latin-1")
+    if options.token and hmac.compare_digest(given, f"Bearer {options.token}".encode()):
+        return None
+    return error_response(Unauthorized(f"this gateway's {what} needs 'Authorization: Bearer <token>'"))
 
+
+def data_handler(gateway: Gateway) -> Handler:
     async def data(request: Request) -> Response:
-        if options.protect_predictions:
-            given = request.headers.get("authorization", "").encode("latin-1")
-            if not options.token or not hmac.compare_digest(given, bearer):
-                return error_response(
-                    Unauthorized("this gateway's dashboard data needs 'Authorization: Bearer <token>'")
-                )
+        if (refusal := refused(gateway, request, "dashboard data")) is not None:
+            return refusal
         return json_response(await gateway_data(gateway))
 
     return data

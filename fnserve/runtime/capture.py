@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
 from fnserve.runtime.codec import Inputs, Rows, to_columns
-from fnserve.runtime.config import read_toml
+from fnserve.runtime.config import function_section
 from fnserve.runtime.errors import ConfigError
 from fnserve.runtime.outputs import Outputs, concat_column
 from fnserve.runtime.protocols.arrow import output_columns, to_arrow
@@ -54,7 +54,6 @@ from fnserve.runtime.schema import Schema
 
 log = logging.getLogger("fnserve.capture")
 
-SETTINGS_FILE = "function.toml"  # beside predict.py
 SECTION = "monitor"
 DEFAULT_DIR = "_capture"  # under the store root
 META_COLUMNS = ("_request_id", "_latency_s", "_time")
@@ -129,12 +128,7 @@ def _integer(table: Mapping[str, Any], key: str, default: int, where: str) -> in
 
 def settings_beside(predict_file: Path) -> CaptureSettings:
     """The capture settings in the ``function.toml`` beside a function's file (defaults: none)."""
-    path = predict_file.parent / SETTINGS_FILE
-    config = read_toml(path)
-    table = config.get(SECTION, {})
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{path}: [{SECTION}] must be a table")
-    return capture_settings(table, f"{path}: [{SECTION}]")
+    return capture_settings(*function_section(predict_file, SECTION))
 
 
 @dataclass(eq=False, slots=True)

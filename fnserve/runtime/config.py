@@ -27,6 +27,7 @@ from typing import Any
 from fnserve.runtime.errors import ConfigError
 
 CONFIG_FILE = "fn.toml"  # at the project root
+FUNCTION_FILE = "function.toml"  # a function's own settings, beside its predict.py
 ENV_PREFIX = "FNSERVE_"  # FNSERVE_<KEY> is the environment's name for the setting <key>
 FUNCTIONS_DIR = "functions"  # functions/<name>/ under the project root: what serve finds by default
 DEFAULT_PORT = 8080  # what the runtime and the gateway listen on, in and out of containers
@@ -42,6 +43,19 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def function_section(predict_file: Path, name: str) -> tuple[Mapping[str, Any], str]:
+    """The ``[name]`` table of the ``function.toml`` beside ``predict_file`` (``{}`` without one)
+    and where it is, ``"functions/recs/function.toml: [monitor]"``, for messages naming its keys.
+    Every runtime part that has a section there (``[monitor]``: monitoring and payload capture)
+    reads it here."""
+    path = predict_file.parent / FUNCTION_FILE
+    table = read_toml(path).get(name, {})
+    where = f"{path}: [{name}]"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    return table, where
 
 
 def read_config(project_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
+from fnserve.cli.main import cli
 from tests.support.gateways import FAST, TOKEN, deployment, running_gateway
 
 IDLE = deployment("double", ("1", "double", 100, "latest"), min_replicas=0)
@@ -50,6 +52,14 @@ def test_with_protected_predictions_the_data_needs_the_token_and_the_page_does_n
         missing = client.get("/dashboard/data")
         wrong = client.get("/dashboard/data", headers={"Authorization": "Bearer nope"})
         right = client.get("/dashboard/data", headers={"Authorization": f"Bearer {TOKEN}"})
+        monitor = [client.get(path) for path in ("/monitor", "/monitor/double")]
+        monitor_right = client.get("/monitor", headers={"Authorization": f"Bearer {TOKEN}"})
+        refused = CliRunner().invoke(cli, ["monitor", "double", "--url", gw.url])
+        allowed = CliRunner().invoke(cli, ["monitor", "double", "--url", gw.url, "--token", TOKEN])
+    assert refused.exit_code == 1 and "monitoring data needs" in refused.output, refused.output
+    assert allowed.exit_code == 0 and TOKEN not in allowed.output, allowed.output
+    assert [m.status_code for m in monitor] == [401, 401] and monitor_right.status_code == 200
+    assert "monitoring data needs 'Authorization: Bearer <token>'" in monitor[0].json()["error"]
     assert page.status_code == 200 and TOKEN not in page.text
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     assert "Authorization: Bearer" in missing.json()["error"] and wrong.status_code == 401

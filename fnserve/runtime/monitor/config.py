@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fnserve.runtime.config import read_toml
+from fnserve.runtime.config import function_section
 from fnserve.runtime.errors import ConfigError
 
-FUNCTION_CONFIG = "function.toml"  # beside predict.py
 SECTION = "monitor"
 FOREIGN_PREFIX = "capture_"  # payload capture's keys, in the same section
 
@@ -63,8 +62,8 @@ class MonitorConfig:
     @classmethod
     def of_function(cls, predict_file: Path) -> MonitorConfig:
         """The ``[monitor]`` section of the ``function.toml`` beside ``predict_file`` (defaults without)."""
-        path = predict_file.parent / FUNCTION_CONFIG
-        return cls.from_table(read_toml(path).get(SECTION, {}), where=str(path))
+        table, where = function_section(predict_file, SECTION)
+        return cls.from_table(table, where=where.removesuffix(f": [{SECTION}]"))
 
 
 def _checked(key: str, value: Any, default: Any, where: str) -> Any:
