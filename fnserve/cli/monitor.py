@@ -58,8 +58,10 @@ def version_table(name: str, version: str, entry: dict[str, Any]) -> RenderableT
     if not entry["features"]:
         return Text(heading)
     table = Table()
-    for column in ("feature", "role", "type", "PSI", "JS", "missing", "unknown", "drift"):
-        table.add_column(column, justify="right" if column in ("PSI", "JS", "missing", "unknown") else "left")
+    shares = ("missing", "unknown", "defaulted")
+    for column in ("feature", "role", "type", "PSI", "JS", *shares):
+        table.add_column(column, justify="right" if column in ("PSI", "JS", *shares) else "left")
+    table.add_column("drift", no_wrap=True, min_width=len("DRIFTED"))  # the verdict is never cut
     for f in entry["features"]:
         table.add_row(
             f["name"],
@@ -69,6 +71,7 @@ def version_table(name: str, version: str, entry: dict[str, Any]) -> RenderableT
             _score(f["js"], f["js_threshold"]),
             f"{f['missing_share']:.1%}",
             f"{f['unknown_share']:.1%}",
+            f"{f.get('defaulted_share', 0.0):.1%}",  # a replica from before defaulted shares: none
             "DRIFTED" if f["drifted"] else "ok",
             style="bold red" if f["drifted"] else None,
         )

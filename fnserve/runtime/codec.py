@@ -13,7 +13,7 @@ import base64
 import binascii
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -75,11 +75,14 @@ def _unquoted_items(query_string: bytes) -> list[tuple[str, str]]:
 
 
 def parse_query(
-    schema: Schema, items: Sequence[tuple[str, str]], values: Mapping[str, Any] | None = None
+    schema: Schema,
+    items: Sequence[tuple[str, str]],
+    values: Mapping[str, Any] | None = None,
+    defaulted: list[str] | None = None,
 ) -> dict[str, Any]:
     """One instance from query parameters (``GET /function/{name}?a=1&b=x``), and from ``values``:
     inputs given otherwise (the bytes of a raw image body). Several problems: one error naming
-    them all."""
+    them all. The names of inputs filled with their default are appended to ``defaulted``."""
     raw: dict[str, Any] = {}
     for key, value in items:
         field = schema.field(key)
@@ -92,6 +95,8 @@ def parse_query(
     try:
         for field in schema.inputs:  # one pass: convert, check, fill defaults
             text = raw.get(field.name)
+            if text is None and defaulted is not None and not field.required:
+                defaulted.append(field.name)
             instance[field.name] = checked_or_default(
                 field, None if text is None else from_text(field, text), field.name
             )
@@ -341,8 +346,31 @@ class Rows(list[dict[str, Any]]):
 
     A one-instance request (a GET) hands these to the batcher; the model thread stacks every
     waiting instance into columns at once, which costs far less than a one-row column per
-    request plus a concatenation of them all.
+    request plus a concatenation of them all. ``defaulted``: as :class:`Columns`.
     """
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), defaulted: Mapping[str, int] | None = None):
+        super().__init__(rows)
+        self.defaulted: Mapping[str, int] = defaulted or {}
+
+
+class Columns(dict[str, Any]):
+    """Checked columns that also say how many of their rows each input's default filled
+    (``defaulted``: input name to a count; the monitor's defaulted share). A count, not a mask:
+    the batch cannot tell a filled default from a sent one, and counting costs nothing per row."""
+
+    def __init__(self, columns: Mapping[str, Any], defaulted: Mapping[str, int] | None = None):
+        super().__init__(columns)
+        self.defaulted: Mapping[str, int] = defaulted or {}
+
+
+def defaulted_of(parts: Iterable[Any]) -> dict[str, int]:
+    """The summed defaulted counts of several requests' inputs (one dict per request)."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for name, count in getattr(part, "defaulted", {}).items():
+            total[name] = total.get(name, 0) + count
+    return total
 
 
 def to_columns(schema: Schema, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -369,8 +397,10 @@ def stack_parts(schema: Schema, parts: Sequence[Inputs]) -> dict[str, Any]:
     """Several requests' inputs (columns, or :class:`Rows`) as one batch of columns."""
     rows = [p for p in parts if isinstance(p, Rows)]
     if len(rows) == len(parts):
-        return to_columns(schema, [row for part in rows for row in part])
-    return concat_columns([to_columns(schema, p) if isinstance(p, Rows) else p for p in parts])
+        stacked = to_columns(schema, [row for part in rows for row in part])
+    else:
+        stacked = concat_columns([to_columns(schema, p) if isinstance(p, Rows) else p for p in parts])
+    return Columns(stacked, defaulted_of(parts))
 
 
 def concat_columns(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -382,6 +412,9 @@ def concat_columns(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def slice_columns(columns: Inputs, start: int, stop: int) -> Inputs:
+    """Rows ``start:stop``; the defaulted counts go with the first slice (the monitor sums them
+    over its window, so where in a request they fall does not matter)."""
+    defaulted = getattr(columns, "defaulted", None) if start == 0 else None
     if isinstance(columns, Rows):
-        return Rows(columns[start:stop])
-    return {name: column[start:stop] for name, column in columns.items()}
+        return Rows(columns[start:stop], defaulted)
+    return Columns({name: column[start:stop] for name, column in columns.items()}, defaulted)

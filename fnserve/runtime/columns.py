@@ -237,19 +237,25 @@ def from_instances(schema: Schema, instances: list[Any]) -> tuple[dict[str, Any]
             ]
         except ValidationError:
             raise _instance_problems(schema, instances) from None
-        return codec.to_columns(schema, rows), len(rows)
+        optional = [f.name for f in schema.inputs if not f.required]
+        filled = {name: sum(i.get(name) is None for i in instances) for name in optional}
+        return codec.Columns(codec.to_columns(schema, rows), filled), len(rows)
     names = {f.name for f in schema.inputs}
     if set(map(type, instances)) != {dict} or not names.issuperset(itertools.chain.from_iterable(instances)):
         raise _instance_problems(schema, instances)  # not objects, or unknown inputs: row by row
-    batch, failed = {}, []
+    batch, failed = codec.Columns({}), []
+    defaulted: dict[str, int] = {}
     for f in schema.inputs:  # dict.get through map: one C loop per input, None where not given
         values = list(map(dict.get, instances, itertools.repeat(f.name)))
+        if not f.required:
+            defaulted[f.name] = values.count(None)  # one more C loop, for the monitor
         try:
             batch[f.name] = from_json(f, values, f"instances[{{row}}].{f.name}")
         except ValidationError as exc:
             failed.append(exc)
     if failed:
         raise _row_by_row(failed)
+    batch.defaulted = defaulted
     return batch, len(instances)
 
 
@@ -326,7 +332,8 @@ def complete(schema: Schema, given: Mapping[str, Any], n: int) -> dict[str, Any]
     """Every input's column in schema order: unknown names refused, defaults filled (one error
     naming every unknown and missing input)."""
     found = [Problem(name, rules.unknown(schema)) for name in given if schema.field(name) is None]
-    columns: dict[str, Any] = {}
+    columns = codec.Columns({})
+    defaulted: dict[str, int] = {}
     for field in schema.inputs:
         if field.name in given:
             columns[field.name] = given[field.name]
@@ -334,6 +341,8 @@ def complete(schema: Schema, given: Mapping[str, Any], n: int) -> dict[str, Any]
             found.append(Problem(field.name, rules.missing(field)))
         else:
             columns[field.name] = default_column(field, n)
+            defaulted[field.name] = n
+    columns.defaulted = defaulted
     if found:
         raise ValidationError.of(found, len(found))
     return columns

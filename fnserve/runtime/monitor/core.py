@@ -49,7 +49,7 @@ class VersionProfile:
         offsets, width = [], 0
         for f in features:
             offsets.append(width)
-            width += f.bins + 1  # the last slot counts missing values
+            width += f.bins + 2  # then a slot for missing values, and one for defaulted inputs
         window = Window(width, seconds=config.window_s, count=config.window_count)
         return cls(version, ref, note, window, offsets)
 
@@ -73,6 +73,11 @@ class VersionProfile:
             self.window.add(np.zeros(0, dtype=np.int64), n)
             return
         counts = np.bincount(np.concatenate(parts), minlength=self.window.width)
+        defaulted = getattr(columns, "defaulted", None)  # codec.Columns: rows each default filled
+        if defaulted:
+            for feature, offset in zip(self.features, self.offsets, strict=True):
+                if feature.role == "input":
+                    counts[offset + feature.bins + 1] += defaulted.get(feature.source, 0)
         self.window.add(counts, n)
 
     def describe(self, config: MonitorConfig) -> dict[str, Any]:
@@ -90,6 +95,7 @@ class VersionProfile:
                     reference=[round(float(s), 6) for s in self.reference.shares(i)],
                     counts=live,
                     missing=counts[offset + feature.bins],
+                    defaulted=counts[offset + feature.bins + 1],
                     outside=feature.outside(np.asarray(live)),
                     samples=samples,
                     min_samples=config.min_samples,

@@ -41,6 +41,7 @@ def feature_entry(
     counts: list[int],
     missing: int,
     outside: int,
+    defaulted: int = 0,
     samples: int,
     min_samples: int,
     psi_threshold: float,
@@ -72,6 +73,7 @@ def feature_entry(
         "counts": [int(c) for c in counts],
         "missing_share": round(missing / samples, 9) if samples else 0.0,
         "unknown_share": round(outside / samples, 9) if samples else 0.0,
+        "defaulted_share": round(defaulted / samples, 9) if samples else 0.0,
     }
 
 
@@ -114,13 +116,17 @@ def merge(payloads: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 for f in entry.get("features", []):
                     key = (name, version, f["name"], f["role"])
                     # shares times samples are whole numbers: the replica's counts, recovered exactly
-                    missing, outside = (round(f[k] * samples) for k in ("missing_share", "unknown_share"))
+                    missing, outside, defaulted = (
+                        round(f.get(k, 0.0) * samples)
+                        for k in ("missing_share", "unknown_share", "defaulted_share")
+                    )
                     if key not in raw:
                         raw[key] = {
                             **f,
                             "counts": list(f["counts"]),
                             "_missing": missing,
                             "_outside": outside,
+                            "_defaulted": defaulted,
                         }
                         merged["features"].append(raw[key])
                     elif raw[key]["bins"] == f["bins"]:  # another reference for this version: left out
@@ -128,6 +134,7 @@ def merge(payloads: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                         total["counts"] = [a + b for a, b in zip(total["counts"], f["counts"], strict=True)]
                         total["_missing"] += missing
                         total["_outside"] += outside
+                        total["_defaulted"] += defaulted
     for function in out["functions"].values():
         for entry in function["versions"].values():
             entry["features"] = [_rescore(f, entry["window"]) for f in entry["features"]]
@@ -144,6 +151,7 @@ def _rescore(f: Mapping[str, Any], window: Mapping[str, Any]) -> dict[str, Any]:
         counts=f["counts"],
         missing=f["_missing"],
         outside=f["_outside"],
+        defaulted=f["_defaulted"],
         samples=window["samples"],
         min_samples=int(window.get("min_samples", 0)),
         psi_threshold=f["psi_threshold"],

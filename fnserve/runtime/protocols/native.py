@@ -56,12 +56,16 @@ def routes(runtime: Runtime) -> list[Route]:
         fn, current, pinned = runtime.resolve(request.path_params["target"])
         with observed(runtime, fn.name):
             if request.method == "GET":
-                instance = codec.parse_query(fn.schema, codec.query_items(request.scope["query_string"]))
+                filled: list[str] = []
+                items = codec.query_items(request.scope["query_string"])
+                instance = codec.parse_query(fn.schema, items, defaulted=filled)
                 as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=False)
                 cache = cache_headers(fn, current, instance, as_arrow)
                 if "ETag" in cache and etag_matches(request.headers.get("if-none-match"), cache["ETag"]):
                     return Response(status_code=304, headers={**(version_header(current) or {}), **cache})
-                outputs = await predict(request, runtime, fn, codec.Rows([instance]), 1, pinned)
+                outputs = await predict(
+                    request, runtime, fn, codec.Rows([instance], dict.fromkeys(filled, 1)), 1, pinned
+                )
                 if outputs.version != current:  # swapped in while it queued: tag what answered
                     cache = cache_headers(fn, outputs.version, instance, as_arrow)
             else:
