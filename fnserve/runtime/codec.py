@@ -393,7 +393,7 @@ def to_columns(schema: Schema, instances: Sequence[Mapping[str, Any]]) -> dict[s
 Inputs = Mapping[str, Any] | Rows  # a request's rows: one column per input, or instances
 
 
-def stack_parts(schema: Schema, parts: Sequence[Inputs]) -> dict[str, Any]:
+def stack_parts(schema: Schema, parts: Sequence[Inputs]) -> Columns:
     """Several requests' inputs (columns, or :class:`Rows`) as one batch of columns."""
     rows = [p for p in parts if isinstance(p, Rows)]
     if len(rows) == len(parts):

@@ -99,7 +99,9 @@ async def columns_from_body(
             return (*await asyncio.to_thread(arrow.decode_table, schema, table), True)
         return (*arrow.decode_table(schema, table), True)
     if kind.startswith("image/") or kind == "application/octet-stream":
-        return codec.to_columns(schema, [raw_image_instance(fn, body, request)]), 1, False
+        filled: list[str] = []
+        instance = raw_image_instance(fn, body, request, filled)
+        return codec.Columns(codec.to_columns(schema, [instance]), dict.fromkeys(filled, 1)), 1, False
     if kind not in (JSON_TYPE, "") and not kind.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type {kind!r} is not accepted; send application/json, "
@@ -169,7 +171,9 @@ def _source_digest(path: Path) -> str:
         return "unknown"
 
 
-def raw_image_instance(fn: ServedFunction, body: bytes, request: Request) -> dict[str, Any]:
+def raw_image_instance(
+    fn: ServedFunction, body: bytes, request: Request, defaulted: list[str] | None = None
+) -> dict[str, Any]:
     images = [f for f in fn.schema.inputs if f.kind == "image"]
     if len(images) != 1:
         raise UnsupportedMediaType(f"function {fn.name!r} does not take one image; send JSON")
@@ -177,4 +181,4 @@ def raw_image_instance(fn: ServedFunction, body: bytes, request: Request) -> dic
     if not body:
         raise BadRequest(f"{field.name}: request body is empty; expected image bytes")
     items = codec.query_items(request.scope["query_string"])
-    return codec.parse_query(fn.schema, items, {field.name: body})  # decoded with the rest checked
+    return codec.parse_query(fn.schema, items, {field.name: body}, defaulted)  # decoded with the rest checked
