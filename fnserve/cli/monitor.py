@@ -57,18 +57,26 @@ def version_table(name: str, version: str, entry: dict[str, Any]) -> RenderableT
     heading += f"{window['count']})" + _note(entry["note"])
     if not entry["features"]:
         return Text(heading)
-    table = Table()
-    shares = ("missing", "unknown", "defaulted")
-    for column in ("feature", "role", "type", "PSI", "JS", *shares):
-        table.add_column(column, justify="right" if column in ("PSI", "JS", *shares) else "left")
+    features = entry["features"]
+    # One threshold for every feature (the usual case) goes into the header, else beside each score.
+    psi_limits = {f["psi_threshold"] for f in features}
+    js_limits = {f["js_threshold"] for f in features}
+    psi_head = f"PSI>{psi_limits.pop():g}" if len(psi_limits) == 1 else "PSI/limit"
+    js_head = f"JS>{js_limits.pop():g}" if len(js_limits) == 1 else "JS/limit"
+    table = Table(pad_edge=False)
+    table.add_column("feature", no_wrap=True)  # names are never cut; the figures give way
+    table.add_column("role", no_wrap=True)
+    shares = ("miss", "unkn", "dflt")  # shares of instances: missing, unknown to the reference, defaulted
+    for column in (psi_head, js_head, *shares):
+        table.add_column(column, justify="right")
     table.add_column("drift", no_wrap=True, min_width=len("DRIFTED"))  # the verdict is never cut
-    for f in entry["features"]:
+    one_limit = "/" not in psi_head and "/" not in js_head
+    for f in features:
         table.add_row(
             f["name"],
-            f["role"],
-            f["type"],
-            _score(f["psi"], f["psi_threshold"]),
-            _score(f["js"], f["js_threshold"]),
+            f"{_ROLES.get(f['role'], f['role'])}/{_TYPES.get(f['type'], f['type'])}",
+            _score(f["psi"], None if one_limit else f["psi_threshold"]),
+            _score(f["js"], None if one_limit else f["js_threshold"]),
             f"{f['missing_share']:.1%}",
             f"{f['unknown_share']:.1%}",
             f"{f.get('defaulted_share', 0.0):.1%}",  # a replica from before defaulted shares: none
@@ -78,8 +86,14 @@ def version_table(name: str, version: str, entry: dict[str, Any]) -> RenderableT
     return Group(Text(heading, style="bold"), table)
 
 
-def _score(value: float | None, threshold: float) -> str:
-    return "-" if value is None else f"{value:.3f} / {threshold:g}"
+_ROLES = {"input": "in", "output": "out"}
+_TYPES = {"numeric": "num", "categorical": "cat", "tensor": "tensor"}
+
+
+def _score(value: float | None, threshold: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if threshold is None else f"{value:.3f} / {threshold:g}"
 
 
 def _note(note: str | None) -> str:

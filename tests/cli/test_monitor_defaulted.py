@@ -31,7 +31,7 @@ def rows(width: int) -> dict[str, str]:
 
 def test_the_defaulted_share_has_its_column() -> None:
     found = rows(120)
-    assert [c.strip() for c in found["nights"].split("│")[6:9]] == ["0.0%", "0.0%", "25.0%"]
+    assert [c.strip() for c in found["nights"].split("│")[5:8]] == ["0.0%", "0.0%", "25.0%"]
     assert "DRIFTED" in found["price"] and "ok" in found["nights"]
 
 
