@@ -51,6 +51,10 @@ def test_doubled_prices_cross_the_threshold_for_price_and_the_outputs(serve: Any
         line = f'fnserve_drift_score{{feature="price",function="watched",kind="psi",version="{version}"}}'
         assert line in metrics
         assert f'fnserve_monitor_window_samples{{function="watched",version="{version}"}} 1000.0' in metrics
+        assert f'fnserve_monitor_window_seconds{{function="watched",version="{version}"}} 300.0' in metrics
+        assert f'fnserve_monitor_window_limit{{function="watched",version="{version}"}} 10000.0' in metrics
+        labels = f'feature="price",function="watched",kind="psi",version="{version}"'
+        assert f"fnserve_drift_threshold{{{labels}}} 0.2" in metrics
 
 
 def test_a_version_without_reference_is_served_and_says_so(serve: Any, tmp_path: Path) -> None:
