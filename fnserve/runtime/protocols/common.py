@@ -57,10 +57,10 @@ class observed:
     context manager costs several times more per use.
     """
 
-    __slots__ = ("function", "runtime", "started")
+    __slots__ = ("function", "request", "runtime", "started")
 
-    def __init__(self, runtime: Runtime, function: str):
-        self.runtime, self.function = runtime, function
+    def __init__(self, runtime: Runtime, function: str, request: Request):
+        self.runtime, self.function, self.request = runtime, function, request
 
     def __enter__(self) -> None:
         self.started = time.perf_counter()
@@ -69,11 +69,15 @@ class observed:
         status = 200 if kind is None else exc.status if isinstance(exc, FnError) else 500
         seconds = time.perf_counter() - self.started
         self.runtime.metrics.observe_request(self.function, status, seconds)
-        # Under the version in memory as the request ends: the one that answered it, but for a
-        # swap in the microseconds between its model call and here.
-        loaded = self.runtime.functions[self.function].loaded
-        version = version_label(loaded.version) if loaded is not None else "-"
-        self.runtime.recent.request(self.function, version, seconds, status)
+        # Under the version that computed the answer (predict() notes it); a request that failed
+        # before any model answered counts under the version in memory.
+        state = self.request.state
+        if hasattr(state, "answered_by"):
+            answered: int | None = state.answered_by
+        else:
+            loaded = self.runtime.functions[self.function].loaded
+            answered = loaded.version if loaded is not None else None
+        self.runtime.recent.request(self.function, version_label(answered), seconds, status)
 
 
 async def predict(
@@ -84,6 +88,7 @@ async def predict(
     share is captured (:mod:`fnserve.runtime.capture`) with its latency from here."""
     started = time.perf_counter()
     outputs = await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned))
+    request.state.answered_by = outputs.version  # for observed: the dashboard's per-version figures
     capture = runtime.capture
     if capture.enabled:
         latency_s = time.perf_counter() - started

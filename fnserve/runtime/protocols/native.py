@@ -54,7 +54,7 @@ T = TypeVar("T")
 def routes(runtime: Runtime) -> list[Route]:
     async def invoke(request: Request) -> Response:
         fn, current, pinned = runtime.resolve(request.path_params["target"])
-        with observed(runtime, fn.name):
+        with observed(runtime, fn.name, request):
             if request.method == "GET":
                 filled: list[str] = []
                 items = codec.query_items(request.scope["query_string"])

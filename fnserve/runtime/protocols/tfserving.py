@@ -76,7 +76,7 @@ def routes(runtime: Runtime) -> list[Route]:
         fn, version = resolve(request)
         pin = f"@{version}" if "version" in request.path_params and version is not None else ""
         fn, _, pinned = runtime.resolve(fn.name + pin)  # loaded (else 503), and still that version
-        with observed(runtime, fn.name), bad_request():
+        with observed(runtime, fn.name, request), bad_request():
             payload = parse_json(await read_body(request, runtime.settings.max_body_bytes))
             decode = functools.partial(parse_predict, fn.schema, payload)
             batch, n, row_format = await off_loop_if_images(fn.schema, decode)

@@ -98,7 +98,7 @@ def routes(runtime: Runtime) -> list[Route]:
     async def infer(request: Request) -> Response:
         name, wanted = request.path_params["name"], request.path_params.get("version")
         fn, _, pinned = runtime.resolve(f"{name}@{wanted}" if wanted else name)
-        with observed(runtime, fn.name), bad_request():
+        with observed(runtime, fn.name, request), bad_request():
             body = await read_body(request, runtime.settings.max_body_bytes)
             header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
             payload = parse_json(header)
