@@ -9,19 +9,12 @@ import click
 from fnserve.bench import BenchPlan, InputSpec, parse_levels, run
 from fnserve.bench.plot import available, save_plot
 from fnserve.bench.report import error_notes, progress_bar, results_table
-from fnserve.cli.common import console, out, user_errors
-from fnserve.client.core import DEFAULT_URL
+from fnserve.cli.common import console, out, url_option, user_errors
 
 
 @click.command("bench")
 @click.argument("name")
-@click.option(
-    "--url",
-    envvar="FNSERVE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Where the function runs (fn serve, a container, or the gateway).",
-)
+@url_option("runs (fn serve, a container, or the gateway)")
 @click.option(
     "-c",
     "--concurrency",

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fnserve import project
-from fnserve.client.core import ClientError
+from fnserve.client.core import DEFAULT_URL, ClientError
 from fnserve.project import ProjectSettings
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.redact import redact_text, register_secrets, scrub, secret_values
@@ -26,6 +26,18 @@ from fnserve.runtime.redact import redact_text, register_secrets, scrub, secret_
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)  # progress and logs
 out = Console()  # results, so they can be piped
+
+
+def url_option(where: str) -> Callable[[F], F]:
+    """``--url`` (or ``FNSERVE_URL``) of the commands that talk to a serving function; ``where``
+    says which servers the command reaches."""
+    return click.option(
+        "--url",
+        envvar="FNSERVE_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help=f"Where the function {where}.",
+    )
 
 
 def setup_logging(verbose: bool) -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 import orjson
 
-from fnserve.cli.common import out, user_errors
+from fnserve.cli.common import out, url_option, user_errors
 from fnserve.client import Client
-from fnserve.client.core import DEFAULT_URL
 
 
 @click.command("invoke")
@@ -27,13 +26,7 @@ from fnserve.client.core import DEFAULT_URL
 @click.option(
     "--json", "json_body", default=None, help='Send this JSON body: one instance or {"instances": [...]}.'
 )
-@click.option(
-    "--url",
-    envvar="FNSERVE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Where the function is served (fn serve, a container, or the gateway).",
-)
+@url_option("is served (fn serve, a container, or the gateway)")
 @user_errors  # ClientError
 def invoke_command(
     name: str, pairs: tuple[str, ...], file_: Path | None, json_body: str | None, url: str

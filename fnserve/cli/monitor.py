@@ -9,20 +9,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from fnserve.cli.common import out, user_errors
+from fnserve.cli.common import out, url_option, user_errors
 from fnserve.client import Client
-from fnserve.client.core import DEFAULT_URL
 
 
 @click.command("monitor")
 @click.argument("name")
-@click.option(
-    "--url",
-    envvar="FNSERVE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Where the function is served (fn serve, a replica, or the gateway).",
-)
+@url_option("is served (fn serve, a replica, or the gateway)")
 @click.option(
     "--token",
     envvar="FNSERVE_GATEWAY_TOKEN",
