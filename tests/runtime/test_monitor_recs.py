@@ -11,18 +11,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.monitoring import load_module
+
 ROOT = Path(__file__).resolve().parents[2]
 RECS = ROOT / "functions" / "recs"
 INPUTS = ("user_country", "user_language", "day_of_week", "season", "hotel_price", "hotel_id")
 
 
 def bookings(rows: int, price_factor: float = 1.0) -> list[dict[str, Any]]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recs_train_for_tests", RECS / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RECS / "train.py", "recs_train_for_tests")
     data = module.generate_bookings(rows, seed=7)  # seed 7: the hotels and countries recs learnt
     columns = {name: data[name].tolist() for name in INPUTS}
     columns["hotel_price"] = [round(p * price_factor, 2) for p in columns["hotel_price"]]

@@ -6,7 +6,6 @@ over its threshold, and the tag scores move with them."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.monitoring import load_module
 from tests.support.serving import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,11 +28,7 @@ TAGGER = ROOT / "functions" / "tagger"
 
 
 def train_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tagger_train_for_tests", TAGGER / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TAGGER / "train.py", "tagger_train_for_tests")
 
 
 def instances(photos: np.ndarray) -> list[dict[str, Any]]:

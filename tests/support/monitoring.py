@@ -16,12 +16,17 @@ WATCHED = Path(__file__).parent / "fns" / "watched"
 WEIGHTS = {"scale": 0.05}
 
 
-def watched_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("watched_for_tests", WATCHED / "predict.py")
+def load_module(path: Path, name: str) -> ModuleType:
+    """A function folder's file (predict.py, train.py) imported under ``name``, as a test reads it."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def watched_module() -> ModuleType:
+    return load_module(WATCHED / "predict.py", "watched_for_tests")
 
 
 def publish_watched(store_url: str, scratch: Path, *, reference: str = "train") -> int:
