@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -31,8 +32,10 @@ from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.store import MANIFEST_NAME, CheckpointStore
 
-# fnserve's own extras that every image gets: reading checkpoints from S3 needs s3fs.
-IMAGE_EXTRAS = ("s3",)
+# fnserve's own extras that every image gets: reading checkpoints from S3 needs s3fs; the LiteRT
+# interpreter (~21 MB) lets any image serve an `fn optimize` flatbuffer version.
+IMAGE_EXTRAS = ("s3", "litert")
+MODEL_FILE = "fnserve-model.json"  # a version's model descriptor (fnserve.runtime.models); absent: SavedModel
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 _URL_KEYS = {"index-url", "extra-index-url"}
 _PLAIN_KEYS = {"trusted-host", "timeout", "default-timeout", "retries"}
@@ -47,6 +50,7 @@ class BakedCheckpoint:
     digest: str  # sha256 of the manifest
     files: Mapping[str, Path]  # path inside the version folder -> verified local copy
     manifest: bytes  # the manifest exactly as published
+    model_format: str = "savedmodel"  # from the version's model descriptor: what the image must carry
 
 
 @dataclass(frozen=True)
@@ -173,4 +177,24 @@ def fetch_baked_checkpoint(settings: Settings, source: FunctionSource, version: 
     if hashlib.sha256(manifest).hexdigest() != checkpoint.manifest.digest:
         raise BuildError(f"--bake-checkpoint: {redact_url(url)} changed while it was fetched; try again")
     files = {rel: checkpoint.path / rel for rel in checkpoint.manifest.files}
-    return BakedCheckpoint(ref.checkpoint, checkpoint.version, checkpoint.manifest.digest, files, manifest)
+    return BakedCheckpoint(
+        ref.checkpoint,
+        checkpoint.version,
+        checkpoint.manifest.digest,
+        files,
+        manifest,
+        _model_format(files.get(MODEL_FILE), f"--bake-checkpoint: version {checkpoint.version}"),
+    )
+
+
+def _model_format(descriptor: Path | None, where: str) -> str:
+    """The ``format`` a version's model descriptor names ("savedmodel" without one)."""
+    if descriptor is None:
+        return "savedmodel"
+    try:
+        model_format = json.loads(descriptor.read_bytes()).get("format")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise BuildError(f"{where}: {MODEL_FILE} cannot be read: {exc}") from None
+    if not isinstance(model_format, str) or not model_format:
+        raise BuildError(f"{where}: {MODEL_FILE} names no model format")
+    return model_format

@@ -18,6 +18,7 @@ FNSERVE_VERSION_LABEL = LABEL_PREFIX + "fnserve-version"  # the fnserve that bui
 TEMPLATE_LABEL = LABEL_PREFIX + "template"
 CHECKPOINT_LABEL = LABEL_PREFIX + "checkpoint"  # name@version the image loads, or "none"
 BAKED_LABEL = LABEL_PREFIX + "checkpoint-baked"  # "sha256:<manifest digest>" of a baked checkpoint
+MODEL_FORMAT_LABEL = LABEL_PREFIX + "model-format"  # a baked version's: savedmodel, litert, frozen
 TRAINABLE_LABEL = LABEL_PREFIX + "trainable"  # "true" when the image has the function's train.py
 PORT_LABEL = LABEL_PREFIX + "port"  # the port the image's runtime listens on
 

@@ -25,18 +25,19 @@ from fnserve.images.context import (
     folder_files,
     parse_ignore,
 )
-from fnserve.images.inputs import BuildInputs
+from fnserve.images.inputs import BakedCheckpoint, BuildInputs
 from fnserve.images.labels import (
     BAKED_LABEL,
     CHECKPOINT_LABEL,
     FNSERVE_VERSION_LABEL,
     FUNCTION_LABEL,
+    MODEL_FORMAT_LABEL,
     PORT_LABEL,
     TEMPLATE_LABEL,
     TRAINABLE_LABEL,
 )
 from fnserve.images.source import FunctionSource
-from fnserve.images.templates import FACTS, Template, render
+from fnserve.images.templates import FACTS, Template, package_name, render
 from fnserve.project import DEFAULT_PORT
 from fnserve.runtime.redact import redact_url
 
@@ -80,6 +81,13 @@ def plan_build(
     """Everything `fn build` sends to the engine, and the names and labels it asks for."""
     function_rules = _function_ignore(source)
     baked_store = BAKED_STORE if inputs.baked else ""
+    # A baked version's model format may need less than the template brings (LiteRT: no TensorFlow).
+    rule = template.rule_for(inputs.baked.model_format if inputs.baked else None)
+    template_requirements = rule.requirements if rule else template.requirements
+    no_file = b"# the function has no requirements.txt\n"
+    function_requirements = source.requirements.read_bytes() if source.requirements else no_file
+    if rule:
+        function_requirements = _without(function_requirements, rule.not_needed, inputs.baked)
     dockerfile = render(
         template.dockerfile,
         {**FACTS, "base_image": base_image, "function": source.name, "baked_store": baked_store},
@@ -91,11 +99,8 @@ def plan_build(
         ContextFile("build/pip.conf", inputs.pip_config.encode()),
         ContextFile("build/ca-certificates.crt", inputs.ca_bundle),
         ContextFile("build/runtime-requirements.txt", _lines(inputs.runtime_requirements)),
-        ContextFile("build/template-requirements.txt", _lines(template.requirements)),
-        ContextFile(
-            "build/function-requirements.txt",
-            source.requirements if source.requirements else b"# the function has no requirements.txt\n",
-        ),
+        ContextFile("build/template-requirements.txt", _lines(template_requirements)),
+        ContextFile("build/function-requirements.txt", function_requirements),
     ]
     files = [
         *generated,
@@ -127,11 +132,13 @@ def plan_build(
         FNSERVE_VERSION_LABEL: __version__,
         TEMPLATE_LABEL: template.name,
         CHECKPOINT_LABEL: checkpoint or "none",
-        TRAINABLE_LABEL: "true" if source.trainable else "false",
+        # Without the template's framework (a LiteRT image) train.py cannot run in the image.
+        TRAINABLE_LABEL: "true" if source.trainable and not rule else "false",
         PORT_LABEL: str(CONTAINER_PORT),
     }
     if baked:
         labels[BAKED_LABEL] = f"sha256:{baked.digest}"
+        labels[MODEL_FORMAT_LABEL] = baked.model_format
     return BuildPlan(
         function=source.name,
         template=template.name,
@@ -175,6 +182,17 @@ def _function_ignore(source: FunctionSource) -> list[IgnoreRule]:
 
 def _rules_text(rules: list[IgnoreRule]) -> str:
     return "".join(f"{rule.text}\n" for rule in rules) if rules else ""
+
+
+def _without(requirements: bytes, not_needed: frozenset[str], baked: BakedCheckpoint | None) -> bytes:
+    """requirements.txt with the lines naming ``not_needed`` packages turned into comments saying why."""
+    kind = baked.model_format if baked else "this"
+    lines = []
+    for line in requirements.decode().splitlines():
+        if package_name(line) in not_needed:
+            line = f"# left out, a {kind} version does not need it: {line.strip()}"
+        lines.append(line)
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _lines(items: Any) -> bytes:

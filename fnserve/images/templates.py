@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from fnserve.images import BuildError
 from fnserve.project import DEFAULT_PORT, IMAGE_UID
@@ -31,11 +32,30 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
+class FormatRule:
+    """``[formats.<format>]`` of template.toml: the template's requirements for an image whose baked
+    version is in that model format, and the packages left out of the function's requirements.txt.
+
+    The tensorflow template's ``[formats.litert]`` is how an image of a LiteRT flatbuffer carries no
+    TensorFlow (~1.3 GB): the runtime's LiteRT interpreter serves it.
+    """
+
+    requirements: tuple[str, ...]
+    not_needed: frozenset[str]  # package names (normalised: lower case, "-" for "_" and ".")
+
+
+@dataclass(frozen=True)
 class Template:
     name: str
     dockerfile: str  # the template text, placeholders unreplaced
     description: str
     requirements: tuple[str, ...]  # pip requirements the template adds, in a layer of their own
+    # A baked version whose model is in one of these formats needs other requirements (see FormatRule).
+    formats: Mapping[str, FormatRule] = field(default_factory=dict)
+
+    def rule_for(self, model_format: str | None) -> FormatRule | None:
+        """What an image of a baked version in ``model_format`` needs instead, or None: the template's."""
+        return self.formats.get(model_format) if model_format else None
 
 
 def available_templates() -> list[str]:
@@ -72,7 +92,34 @@ def load_template(name: str, *, kind: str = "function") -> Template:
         dockerfile=(folder / "Dockerfile").read_text(),
         description=str(manifest.get("description", "")),
         requirements=tuple(requirements),
+        formats=_format_rules(manifest.get("formats", {}), where),
     )
+
+
+def _format_rules(table: Any, where: str) -> dict[str, FormatRule]:
+    if not isinstance(table, dict):
+        raise BuildError(f"{where}: [formats] must be a table of model formats")
+    rules = {}
+    for model_format, rule in table.items():
+        at = f"{where}: [formats.{model_format}]"
+        if not isinstance(rule, dict) or set(rule) - {"requirements", "not_needed"}:
+            raise BuildError(f"{at} takes only requirements and not_needed")
+        requirements, not_needed = rule.get("requirements", []), rule.get("not_needed", [])
+        for key, value in (("requirements", requirements), ("not_needed", not_needed)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise BuildError(f"{at}: {key} must be a list of strings")
+        rules[model_format] = FormatRule(tuple(requirements), frozenset(map(package_name, not_needed)))
+    return rules
+
+
+def package_name(requirement: str) -> str:
+    """The normalised project name of a requirement line (PEP 503), "" for a comment or option.
+
+    >>> package_name("TensorFlow_CPU==2.21.0  # pinned")
+    'tensorflow-cpu'
+    """
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement.split("#")[0])
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else ""
 
 
 def placeholders(text: str) -> set[str]:

@@ -285,6 +285,51 @@ def test_baked_checkpoint_is_a_store_inside_the_image(tmp_path: Path) -> None:
     assert "ENV FNSERVE_STORE=\n" in plan_for(tmp_path).dockerfile  # not baked: from the environment
 
 
+def test_a_baked_litert_version_gets_an_image_without_tensorflow(tmp_path: Path) -> None:
+    """The tensorflow template's [formats.litert]: no TensorFlow layer, the function's TensorFlow
+    pins commented out (saying why), not trainable in the image, the format in a label."""
+    requirements = "tensorflow-cpu==2.21.0\nTF_Keras>=2  # old\npandas\n"
+    make_function(tmp_path, files={"requirements.txt": requirements, "train.py": ""})
+    weights = tmp_path / "weight.txt"
+    weights.write_text("2.5")
+    plan = plan_for(
+        tmp_path, baked=BakedCheckpoint("weighted", 5, "e" * 64, {"m.tflite": weights}, b"{}", "litert")
+    )
+    files = {f.path: f.content() for f in plan.files}
+    assert files["build/template-requirements.txt"] == b""
+    assert files["build/function-requirements.txt"] == (
+        b"# left out, a litert version does not need it: tensorflow-cpu==2.21.0\n"
+        b"# left out, a litert version does not need it: TF_Keras>=2  # old\npandas\n"
+    )
+    assert plan.labels["io.fnserve.model-format"] == "litert"
+    assert plan.labels["io.fnserve.trainable"] == "false"
+
+    savedmodel = plan_for(
+        tmp_path, baked=BakedCheckpoint("weighted", 4, "d" * 64, {"w": weights}, b"{}", "savedmodel")
+    )
+    files = {f.path: f.content() for f in savedmodel.files}
+    assert files["build/template-requirements.txt"] == b"tensorflow-cpu==2.21.0\n"
+    assert files["build/function-requirements.txt"].startswith(b"tensorflow-cpu==2.21.0\n")
+    assert savedmodel.labels["io.fnserve.trainable"] == "true"
+    assert savedmodel.labels["io.fnserve.model-format"] == "savedmodel"
+
+
+def test_every_image_carries_the_litert_interpreter() -> None:
+    """So an image that follows `latest` serves a LiteRT version fn optimize publishes."""
+    assert any(r.startswith("ai-edge-litert==") for r in runtime_requirements())
+
+
+def test_model_format_comes_from_the_baked_versions_descriptor(tmp_path: Path) -> None:
+    from fnserve.images.inputs import _model_format
+
+    assert _model_format(None, "v1") == "savedmodel"
+    (tmp_path / "d.json").write_text('{"format": "litert", "path": "model.tflite"}')
+    assert _model_format(tmp_path / "d.json", "v1") == "litert"
+    (tmp_path / "d.json").write_text("[1]")
+    with pytest.raises(BuildError, match=r"v1: fnserve-model\.json cannot be read"):
+        _model_format(tmp_path / "d.json", "v1")
+
+
 # --- what this host contributes ------------------------------------------------------------------------
 
 
