@@ -101,7 +101,10 @@ def _calibration_batches(
             value = np.asarray(sample[name])
             wrong_kind = (value.dtype.kind in "OSU") != (info.dtype == object)
             if wrong_kind or value.ndim != len(info.shape):
-                problems.append(f"{name} is {value.dtype}{list(value.shape)}, the model takes {info.dtype}")
+                shape = ["?" if d is None else d for d in info.shape]
+                problems.append(
+                    f"{name} is {value.dtype}{list(value.shape)}, the model takes {info.dtype}{shape}"
+                )
                 continue
             arrays[name] = value if info.dtype == object else value.astype(info.dtype)
         rows = {len(value) for value in arrays.values()}
@@ -152,15 +155,21 @@ def _to_litert(
         if technique != "quantize-int8":
             raise
         # The MLIR quantizer refuses ops whose output must share its input's scale but was
-        # calibrated apart (the tagger's label columns, sliced from one score tensor, then a max
-        # over them); the older calibrator inserts requantize ops and converts such graphs.
+        # calibrated apart (the tagger's label columns, sliced from one score tensor, when the
+        # calibration photos never score some label high); the older calibrator inserts
+        # requantize ops instead. It has no int8 CAST (uint8 photos to float): that op, and any
+        # other without an int8 kernel, stays float, so the settings say so.
         legacy = converter()
         legacy.experimental_new_quantizer = False
+        legacy.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
         try:
             flatbuffer = _convert(legacy, technique)
         except OptimizeError:
             raise refused from None
-        settings.update(quantizer="legacy", mlir_quantizer_refused=refused.message)
+        settings.update(quantizer="legacy", float_fallback=True, mlir_quantizer_refused=refused.message)
     (work / "model.tflite").write_bytes(flatbuffer)
     return {"format": "litert", "path": "model.tflite", "signature": "serving_default"}, settings
 

@@ -318,16 +318,34 @@ class FrozenModel(Model):
         except Exception as exc:  # a bad file or descriptor: protobuf, KeyError, TensorFlow's errors
             raise CheckpointCorrupt(f"{path}: not a loadable frozen graph: {_first_line(exc)}") from None
         self._names = list(inputs)
-        self._function: Callable[..., Any] = pruned
-        if descriptor.get("jit_compile"):
-            self._function = tf.function(pruned, jit_compile=True)
+        self._jit = bool(descriptor.get("jit_compile"))
+        # Called as one graph function (the pruned function alone runs op by op: ~50% slower at
+        # batch 1). XLA compiles once per input shape, so under jit batches are padded to buckets.
+        signature = [
+            tf.TensorSpec(list(info.shape), feed.dtype)
+            for info, feed in zip(inputs.values(), feeds, strict=True)
+        ]
+        self._function: Callable[..., Any] = tf.function(
+            pruned, input_signature=signature, jit_compile=self._jit
+        )
         self._graph = wrapped  # keeps the imported graph alive
         self._tf = tf
         super().__init__(inputs, outputs)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._function(*(self._tf.constant(arrays[name]) for name in self._names))
+        values = [arrays[name] for name in self._names]
+        rows = len(values[0]) if values and values[0].ndim else 0
+        if self._jit and rows and all(v.ndim and len(v) == rows for v in values):
+            bucket = 1 << (rows - 1).bit_length()  # the next power of two: few shapes to compile
+            values = [np.concatenate([v, np.repeat(v[-1:], bucket - rows, axis=0)]) for v in values]
+            padded = self._function(*(self._tf.constant(v) for v in values))
+            return {name: _unpad(tensor.numpy(), rows, bucket) for name, tensor in padded.items()}
+        outputs = self._function(*(self._tf.constant(v) for v in values))
         return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def _unpad(value: np.ndarray, rows: int, bucket: int) -> np.ndarray:
+    return value[:rows] if value.ndim and len(value) == bucket else value
 
 
 def _spec_info(spec: Mapping[str, Any]) -> TensorInfo:
