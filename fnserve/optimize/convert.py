@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fnserve.optimize import OptimizeError
+from fnserve.runtime.errors import CheckpointError
 from fnserve.runtime.manifest import MANIFEST_NAME, MARKER_NAME
 from fnserve.runtime.models import DESCRIPTOR, TensorInfo, load_model, read_descriptor, write_descriptor
 
@@ -52,7 +53,10 @@ def make_variant(
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if read_descriptor(base_dir)["format"] != "savedmodel":
         raise OptimizeError(f"{base_dir} is already a variant: optimize the SavedModel it was made from")
-    base = load_model(base_dir)  # checks the serving signature before any conversion
+    try:
+        base = load_model(base_dir)  # checks the serving signature before any conversion
+    except CheckpointError as exc:
+        raise OptimizeError(exc.message) from None
     if technique == "quantize-int8" and not representative:
         raise OptimizeError(
             "quantize-int8 needs representative inputs (training publishes them) to calibrate"
@@ -60,12 +64,15 @@ def make_variant(
     batches = list(_calibration_batches(base.inputs, representative)) if representative else []
     with tempfile.TemporaryDirectory(prefix="fnserve-variant-") as scratch:
         work = Path(scratch)
-        if technique == "freeze":
-            descriptor, settings = _freeze(base_dir, work, base.inputs, batches)
-        else:
-            descriptor, settings = _to_litert(base_dir, work, technique, batches)
-        write_descriptor(work, descriptor)
-        load_model(work)  # what is published must load: fail here, not at serving time
+        try:
+            if technique == "freeze":
+                descriptor, settings = _freeze(base_dir, work, base.inputs, batches)
+            else:
+                descriptor, settings = _to_litert(base_dir, work, technique, batches)
+            write_descriptor(work, descriptor)
+            load_model(work)  # what is published must load: fail here, not at serving time
+        except CheckpointError as exc:
+            raise OptimizeError(f"{technique} made a model that does not load: {exc.message}") from None
         out_dir.mkdir(parents=True, exist_ok=True)
         _copy_base(base_dir, out_dir)
         for path in work.iterdir():
@@ -93,7 +100,9 @@ def _calibration_batches(
     for number, sample in enumerate(representative):
         missing, extra = sorted(set(inputs) - set(sample)), sorted(set(sample) - set(inputs))
         problems = [f"missing {', '.join(missing)}"] if missing else []
-        problems += [f"unknown {', '.join(extra)} (the model takes {', '.join(inputs)})"] if extra else []
+        problems += (
+            [f"unknown {', '.join(extra)} (the model takes {', '.join(sorted(inputs))})"] if extra else []
+        )
         arrays = {}
         for name, info in inputs.items():
             if name not in sample:
@@ -250,6 +259,14 @@ def _freeze(
     placeholders = dict(zip(names, frozen.inputs, strict=False))
     # The frozen function returns a flat list: a dict's values in sorted key order (tf.nest's).
     outputs = dict(zip(sorted(function.structured_outputs), frozen.outputs, strict=True))
+    graph_def = frozen.graph.as_graph_def()
+    ops = {node.op for node in graph_def.node}
+    ops.update(node.op for function_def in graph_def.library.function for node in function_def.node_def)
+    tables = sorted(op for op in ops if "HashTable" in op or op.startswith("LookupTable"))
+    if tables:  # a table is state, not a constant: its lookups fail once the graph is imported
+        raise OptimizeError(
+            f"freeze cannot fold lookup tables ({', '.join(tables)}): look ids up outside the model"
+        )
     graph_def = _grappler(frozen.graph, [tensor.name for tensor in outputs.values()])
     (work / "model.pb").write_bytes(graph_def.SerializeToString())
 

@@ -107,7 +107,9 @@ class Model:
         if missing:
             problems.append(f"missing input(s) {', '.join(missing)}")
         if extra:
-            problems.append(f"unknown input(s) {', '.join(extra)} (it takes {', '.join(self.inputs)})")
+            problems.append(
+                f"unknown input(s) {', '.join(extra)} (it takes {', '.join(sorted(self.inputs))})"
+            )
         checked = {}
         for name, info in self.inputs.items():
             if name not in arrays:
