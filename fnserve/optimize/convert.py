@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -223,18 +224,18 @@ def _captured_stderr() -> Iterator[Any]:
 
 
 def _reason(exc: BaseException, logged: str) -> str:
-    """The first error the converter reported: its exception, else its logged ``error:`` line."""
+    """The first error the converter reported: the ops it lacks, else its first ``error:`` line."""
     said = str(exc).strip()
-    lines = [line.strip() for line in f"{said}\n{logged}".splitlines()]
+    text = f"{said}\n{logged}"
+    lacking = sorted(set(re.findall(r"'([\w.]+)' op is neither a custom op nor a flex op", text)))
+    if lacking:
+        return f"unsupported op(s) {', '.join(lacking)}: not among LiteRT's built-in ops"
+    lines = [line.strip() for line in text.splitlines()]
     errors = [line for line in lines if "error:" in line and "loc(" in line] or [
-        line for line in lines if "error" in line.lower() and line
+        line for line in lines if "error" in line.lower()
     ]
     found = errors[0] if errors else said or type(exc).__name__
-    found = found.split("error:", 1)[-1].strip() if "error:" in found else found
-    unsupported = [line for line in lines if "not supported" in line or "is neither a custom op" in line]
-    if unsupported:
-        found = f"unsupported op: {unsupported[0]}"
-    return found[:500]
+    return (found.split("error:", 1)[-1].strip() if "error:" in found else found)[:500]
 
 
 # --- frozen graph ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
 import tempfile
 import time
@@ -171,7 +172,9 @@ def build_model(vocabularies):
     price = keras.Input(shape=(), name="hotel_price", dtype="float32")
     # Prices are roughly log-normal around 110 EUR: standardise the log so the MLP sees ~N(0, 1).
     log_price = keras.ops.log1p(keras.ops.maximum(price, 0.0))
-    scaled_price = keras.ops.expand_dims((log_price - np.log(110.0)) / 0.6, -1)
+    # (math.log, not np.log: a NumPy float64 scalar would make this arithmetic float64, which the
+    # LiteRT converter has no kernels for)
+    scaled_price = keras.ops.expand_dims((log_price - math.log(110.0)) / 0.6, -1)
 
     # The explicit user x hotel product eases learning the latent affinity the MLP would find slowly.
     affinity = keras.layers.Multiply()([country_emb, hotel_emb])

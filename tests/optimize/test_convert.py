@@ -143,7 +143,7 @@ def test_an_op_the_converter_cannot_quantize_is_named(tmp_path: Path) -> None:
     words = [{"word": np.array(["a", "b", "zz"], dtype=object)}]
     for technique in ("quantize-int8", "quantize-dynamic"):
         with pytest.raises(
-            OptimizeError, match=f"{technique} cannot convert this model: unsupported op: .*HashTableV2"
+            OptimizeError, match=rf"{technique} cannot convert this model: unsupported op\(s\) tf.HashTableV2"
         ):
             make_variant(base, tmp_path / "out", technique, representative=words)
     with pytest.raises(OptimizeError, match=r"freeze cannot fold lookup tables \(LookupTableFindV2\)"):
