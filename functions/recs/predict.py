@@ -1,32 +1,92 @@
 """Hotel recommendations: the probability that a user books a hotel.
 
-The talk's recommendation model. The checkpoint is a SavedModel written by ``train.py``;
-its ``serving_default`` signature takes the raw columns of a whole batch (strings as
-``tf.string``, ints as ``int64``, prices as ``float32``) and does the id lookups itself,
-with out-of-vocabulary buckets, so unknown countries or hotels get a score, not an error.
+The talk's recommendation model. The checkpoint, written by ``train.py``, holds the model and
+the vocabularies it was trained with (``vocabularies.json``). The id lookups happen here, in
+NumPy, not inside the model: a hash-table lookup is what a converter cannot quantize or fold, so
+kept out, the same model quantizes, freezes and serves as a SavedModel, a LiteRT flatbuffer or a
+frozen graph, and this file serves each unedited. A value the vocabulary lacks (an unknown
+country or hotel) gets the out-of-vocabulary id 0, so it scores instead of failing.
 
     curl 'http://127.0.0.1:8080/function/recs?user_country=NL&user_language=nl&day_of_week=5&season=summer&hotel_price=120&hotel_id=991'
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from fnserve import Field, predict
+from fnserve import Field, load_model, predict
+
+VOCABULARY_FILE = "vocabularies.json"
+CATEGORICAL = ("user_country", "user_language", "day_of_week", "season", "hotel_id")
+OOV_ID = 0  # the id of every value a vocabulary lacks; known values are 1..len(vocabulary)
 
 
-def load(checkpoint_dir: str) -> Any:
-    """Load the SavedModel in ``checkpoint_dir`` (fetched and verified by the runtime)."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class Vocabularies:
+    """The sorted values of each categorical column; a value's id is its position + 1."""
 
-    return tf.saved_model.load(checkpoint_dir)
+    values: Mapping[str, np.ndarray]  # column -> sorted unique values (str or int64)
+
+    @classmethod
+    def learn(cls, columns: Mapping[str, np.ndarray]) -> Vocabularies:
+        """The vocabularies of training columns (every value seen gets an id)."""
+        return cls({name: np.unique(_typed(columns[name])) for name in CATEGORICAL})
+
+    def size(self, name: str) -> int:
+        """Ids of ``name``: its values plus the out-of-vocabulary id."""
+        return len(self.values[name]) + 1
+
+    def ids(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """int32 ids of each categorical column, vectorized (a binary search per column).
+
+        >>> vocabularies = Vocabularies({"season": np.array(["summer", "winter"])})
+        >>> vocabularies.ids({"season": np.array(["winter", "monsoon"], dtype=object)})["season"]
+        array([2, 0], dtype=int32)
+        """
+        found = {}
+        for name, vocabulary in self.values.items():
+            values = _typed(columns[name])
+            at = np.minimum(np.searchsorted(vocabulary, values), max(len(vocabulary) - 1, 0))
+            known = vocabulary[at] == values if len(vocabulary) else np.zeros(values.shape, bool)
+            found[name] = np.where(known, at + 1, OOV_ID).astype(np.int32)
+        return found
+
+    def write(self, folder: Path) -> None:
+        plain = {name: values.tolist() for name, values in self.values.items()}
+        (folder / VOCABULARY_FILE).write_text(json.dumps(plain, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Vocabularies:
+        plain = json.loads((folder / VOCABULARY_FILE).read_text())
+        return cls({name: np.unique(_typed(np.asarray(values))) for name, values in plain.items()})
+
+
+def _typed(values: Any) -> np.ndarray:
+    """Strings as a NumPy str array, numbers as int64: the types a binary search compares."""
+    values = np.asarray(values)
+    return values.astype(str) if values.dtype.kind in "OSU" else values.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Recommender:
+    model: Any  # fnserve's Model: whichever format the version holds
+    vocabularies: Vocabularies
+
+
+def load(checkpoint_dir: str) -> Recommender:
+    """The model in ``checkpoint_dir`` (fetched and verified by the runtime) and its vocabularies."""
+    return Recommender(load_model(checkpoint_dir), Vocabularies.read(Path(checkpoint_dir)))
 
 
 @predict(loader=load, max_batch_size=1024)
 def recs(
-    model: Any,
+    recommender: Recommender,
     user_country: str,
     user_language: str,
     day_of_week: Annotated[int, Field(ge=1, le=7, description="1 = Monday ... 7 = Sunday")],
@@ -35,14 +95,13 @@ def recs(
     hotel_id: int,
 ) -> float:
     """Probability that the user books the hotel."""
-    # One call of the compiled serving signature for the whole batch (never Keras'
-    # eager predict, ~100x slower per call). Its input dtypes are fixed: cast to them.
-    outputs = model.signatures["serving_default"](
-        user_country=np.asarray(user_country, dtype=object),
-        user_language=np.asarray(user_language, dtype=object),
-        day_of_week=np.asarray(day_of_week, dtype=np.int64),
-        season=np.asarray(season, dtype=object),
-        hotel_price=np.asarray(hotel_price, dtype=np.float32),
-        hotel_id=np.asarray(hotel_id, dtype=np.int64),
-    )
-    return outputs["probability"].numpy()  # float32: served as such, without float64 noise digits
+    raw = {
+        "user_country": user_country,
+        "user_language": user_language,
+        "day_of_week": day_of_week,
+        "season": season,
+        "hotel_id": hotel_id,
+    }
+    # One model call for the whole batch; the model casts hotel_price to its float32.
+    outputs = recommender.model(**recommender.vocabularies.ids(raw), hotel_price=hotel_price)
+    return outputs["probability"]  # float32: served as such, without float64 noise digits

@@ -1,9 +1,10 @@
 """Train the hotel recommendation model: P(user books hotel | user, context, hotel).
 
 The talk's second example. Features: user (country, language), context (day of week,
-season) and item (price, hotel id). Categorical ids go through lookup layers with an
-out-of-vocabulary bucket *inside* the exported model, so the server feeds raw values and a
-never-seen country or hotel scores instead of crashing.
+season) and item (price, hotel id). The model takes integer ids: ``predict.py`` maps raw values
+to them with the vocabularies published beside the model (``vocabularies.json``), id 0 for a
+value never seen, so a new country or hotel scores instead of crashing, and the model itself
+has no lookup table a converter would refuse (``fn optimize`` quantizes and freezes it).
 
     python functions/recs/train.py                          # generate data, train, publish
     fn train recs --data s3://bucket/bookings.parquet       # train on a Parquet data set
@@ -17,8 +18,12 @@ weekend effects per hotel kind, give a logit; a Bernoulli draw of its sigmoid is
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +39,21 @@ HOTEL_KINDS = ("city", "beach", "ski")
 # Logit added per (hotel kind, season): beach hotels sell in summer, ski hotels in winter.
 SEASON_EFFECT = np.array([[0.2, 0.3, 0.0, 0.3], [-1.2, 0.0, 1.2, -0.2], [1.3, -0.5, -0.8, -0.6]])
 INTERCEPT = -1.3  # sets the booking base rate near 25%
+HOLDOUT_METRICS = ("roc_auc", "log_loss")  # fn optimize holds variants to these (the first gates)
+REPRESENTATIVE_ROWS = 1000  # training rows published for int8 calibration
+
+
+def _predict_module():
+    """``predict.py`` beside this file (its id lookups), under a name no other function's takes."""
+    spec = importlib.util.spec_from_file_location("recs_predict", Path(__file__).with_name("predict.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+Vocabularies = _predict_module().Vocabularies
 
 
 def generate_bookings(rows: int = 80_000, seed: int = 7, hotels: int = 400) -> dict[str, np.ndarray]:
@@ -136,31 +156,25 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def build_model(data: dict[str, np.ndarray]):
-    """A Keras model over raw columns: lookups with OOV buckets, embeddings, a small MLP."""
+def build_model(vocabularies):
+    """A Keras model over ids (:class:`Vocabularies`) and the price: embeddings, a small MLP."""
     import keras
 
-    def lookup_embedding(name: str, layer, dim: int):
-        raw = keras.Input(shape=(), name=name, dtype=layer.vocabulary_dtype)
-        ids = layer(raw)
-        return raw, keras.layers.Embedding(layer.vocabulary_size(), dim, name=f"{name}_embedding")(ids)
+    def embedding(name: str, dim: int):
+        ids = keras.Input(shape=(), name=name, dtype="int32")
+        return ids, keras.layers.Embedding(vocabularies.size(name), dim, name=f"{name}_embedding")(ids)
 
-    def strings(name):
-        return keras.layers.StringLookup(vocabulary=sorted(set(data[name])), num_oov_indices=1)
-
-    def integers(name):
-        vocabulary = np.unique(data[name]).astype(np.int64)
-        return keras.layers.IntegerLookup(vocabulary=vocabulary, num_oov_indices=1, vocabulary_dtype="int64")
-
-    country, country_emb = lookup_embedding("user_country", strings("user_country"), 8)
-    language, language_emb = lookup_embedding("user_language", strings("user_language"), 4)
-    season, season_emb = lookup_embedding("season", keras.layers.StringLookup(vocabulary=list(SEASONS)), 3)
-    day, day_emb = lookup_embedding("day_of_week", integers("day_of_week"), 3)
-    hotel, hotel_emb = lookup_embedding("hotel_id", integers("hotel_id"), 8)
+    country, country_emb = embedding("user_country", 8)
+    language, language_emb = embedding("user_language", 4)
+    season, season_emb = embedding("season", 3)
+    day, day_emb = embedding("day_of_week", 3)
+    hotel, hotel_emb = embedding("hotel_id", 8)
     price = keras.Input(shape=(), name="hotel_price", dtype="float32")
     # Prices are roughly log-normal around 110 EUR: standardise the log so the MLP sees ~N(0, 1).
     log_price = keras.ops.log1p(keras.ops.maximum(price, 0.0))
-    scaled_price = keras.ops.expand_dims((log_price - np.log(110.0)) / 0.6, -1)
+    # (math.log, not np.log: a NumPy float64 scalar would make this arithmetic float64, which the
+    # LiteRT converter has no kernels for)
+    scaled_price = keras.ops.expand_dims((log_price - math.log(110.0)) / 0.6, -1)
 
     # The explicit user x hotel product eases learning the latent affinity the MLP would find slowly.
     affinity = keras.layers.Multiply()([country_emb, hotel_emb])
@@ -173,8 +187,13 @@ def build_model(data: dict[str, np.ndarray]):
     return keras.Model([country, language, day, season, price, hotel], keras.ops.squeeze(probability, -1))
 
 
+def model_inputs(vocabularies, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the model takes for raw columns: ids, and the price as float32 (as predict.py feeds it)."""
+    return {**vocabularies.ids(columns), "hotel_price": np.asarray(columns["hotel_price"], np.float32)}
+
+
 def fit(data: dict[str, np.ndarray], seed: int = 7, epochs: int = 15):
-    """Train on 80% of the rows; return the model and the held-out 20%."""
+    """Train on 80% of the rows; return the model, its vocabularies, the training and held-out rows."""
     import keras
     import tensorflow as tf
 
@@ -183,30 +202,28 @@ def fit(data: dict[str, np.ndarray], seed: int = 7, epochs: int = 15):
     cut = int(0.8 * len(order))
     train = {name: column[order[:cut]] for name, column in data.items()}
     holdout = {name: column[order[cut:]] for name, column in data.items()}
-    model = build_model(train)
+    vocabularies = Vocabularies.learn(train)
+    model = build_model(vocabularies)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
     dataset = tf.data.Dataset.from_tensor_slices(
-        ({name: train[name] for name in COLUMNS}, train["booked"].astype(np.float32))
+        (model_inputs(vocabularies, train), train["booked"].astype(np.float32))
     )
     dataset = dataset.shuffle(len(order), seed=seed).batch(512).prefetch(2)
     model.fit(dataset, epochs=epochs, verbose=2, shuffle=False)  # the dataset shuffles
-    return model, holdout
+    return model, vocabularies, train, holdout
 
 
 def serving_function(model):
-    """The one signature the server calls: raw columns in, ``probability`` out, any batch size."""
+    """The one signature the server calls: ids and the price in, ``probability`` out, any batch size."""
     import tensorflow as tf
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="user_country"),
-            tf.TensorSpec([None], tf.string, name="user_language"),
-            tf.TensorSpec([None], tf.int64, name="day_of_week"),
-            tf.TensorSpec([None], tf.string, name="season"),
-            tf.TensorSpec([None], tf.float32, name="hotel_price"),
-            tf.TensorSpec([None], tf.int64, name="hotel_id"),
-        ]
-    )
+    ids = [
+        tf.TensorSpec([None], tf.int32, name=name)
+        for name in ("user_country", "user_language", "day_of_week", "season")
+    ]
+    price = tf.TensorSpec([None], tf.float32, name="hotel_price")
+
+    @tf.function(input_signature=[*ids, price, tf.TensorSpec([None], tf.int32, name="hotel_id")])
     def serve(user_country, user_language, day_of_week, season, hotel_price, hotel_id):
         inputs = [user_country, user_language, day_of_week, season, hotel_price, hotel_id]
         return {"probability": model(inputs, training=False)}
@@ -214,14 +231,14 @@ def serving_function(model):
     return serve
 
 
-def holdout_scores(model, holdout: dict[str, np.ndarray]) -> np.ndarray:
+def holdout_scores(model, vocabularies, holdout: dict[str, np.ndarray]) -> np.ndarray:
     """The model's booking probabilities for the held-out rows, as the server computes them."""
-    return serving_function(model)(*[holdout[name] for name in COLUMNS])["probability"].numpy()
+    return serving_function(model)(**model_inputs(vocabularies, holdout))["probability"].numpy()
 
 
-def evaluate(model, holdout: dict[str, np.ndarray]) -> dict[str, float]:
+def evaluate(model, vocabularies, holdout: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy and AUC on held-out rows, next to the base-rate (majority class) baseline."""
-    scores = holdout_scores(model, holdout)
+    scores = holdout_scores(model, vocabularies, holdout)
     labels = holdout["booked"]
     base_rate = float(labels.mean())
     metrics = {
@@ -235,14 +252,16 @@ def evaluate(model, holdout: dict[str, np.ndarray]) -> dict[str, float]:
     return metrics
 
 
-def export(model, export_dir: str) -> None:
-    """Write a SavedModel whose ``serving_default`` signature is :func:`serving_function`."""
+def export(model, vocabularies, export_dir: str) -> None:
+    """Write a SavedModel whose ``serving_default`` signature is :func:`serving_function`, and
+    beside it the vocabularies that ``predict.py`` maps raw values to ids with."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serving_function(model))
     archive.write_out(export_dir, verbose=False)
+    vocabularies.write(Path(export_dir))
 
 
 def main() -> None:
@@ -257,25 +276,32 @@ def main() -> None:
         print(f"wrote {args.rows} rows to {args.write_data}")
         return
 
-    from fnserve import TrainContext
+    from fnserve import Evaluation, TrainContext
 
     ctx = TrainContext.from_env(default_function="recs")
     data = read_bookings(ctx.data) if ctx.data else generate_bookings(args.rows)
     started = time.perf_counter()
-    model, holdout = fit(data)
-    metrics = evaluate(model, holdout)
+    model, vocabularies, train, holdout = fit(data)
+    metrics = evaluate(model, vocabularies, holdout)
     print(
         f"held-out accuracy {metrics['accuracy']:.3f} vs chance (base rate) {metrics['chance']:.3f}; "
         f"AUC {metrics['auc']:.3f} vs chance 0.500; trained in {time.perf_counter() - started:.1f} s"
     )
     with tempfile.TemporaryDirectory() as export_dir:
-        export(model, export_dir)
+        export(model, vocabularies, export_dir)
         ctx.publish(  # prints where the new version went
             export_dir,
             metrics=metrics,
             # what monitoring holds live traffic against: the inputs it learnt from, its held-out answers
             reference_inputs={name: data[name] for name in COLUMNS},
-            reference_outputs=holdout_scores(model, holdout),
+            reference_outputs=holdout_scores(model, vocabularies, holdout),
+            # what fn optimize scores a variant on, and calibrates int8 with (the function's inputs)
+            evaluation=Evaluation(
+                inputs={name: holdout[name] for name in COLUMNS},
+                labels=holdout["booked"],
+                metrics=HOLDOUT_METRICS,
+            ),
+            representative={name: train[name][:REPRESENTATIVE_ROWS] for name in COLUMNS},
         )
 
 

@@ -36,6 +36,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 from scenes import CHILDREN, LABELS, PARENT, SIZE, render_scene  # noqa: F401
 
 CHILD_RATE = {"bed": 0.45, "breakfast_buffet": 0.4, "balcony": 0.35, "pool": 0.4, "sea_view": 0.45}
+HOLDOUT_METRICS = ("mean_average_precision", "f1_at_0.5")  # fn optimize holds variants to these
+REPRESENTATIVE_PHOTOS = 1000  # training photos published for int8 calibration
 
 
 def sample_labels(rng: np.random.Generator) -> set[str]:
@@ -105,7 +107,8 @@ def build_model():
 
 
 def fit(images: np.ndarray, targets: np.ndarray, seed: int = 11, epochs: int = 8):
-    """Train on 85% of the photos; return the model and the held-out (images, targets)."""
+    """Train on 85% of the photos; return the model, the held-out (images, targets) and the
+    training photos' indices."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -114,7 +117,7 @@ def fit(images: np.ndarray, targets: np.ndarray, seed: int = 11, epochs: int = 8
     model = build_model()
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy")
     model.fit(images[train], targets[train], batch_size=64, epochs=epochs, verbose=2)
-    return model, (images[holdout], targets[holdout])
+    return model, (images[holdout], targets[holdout]), train
 
 
 def serving_function(model):
@@ -185,12 +188,12 @@ def main() -> None:
         print(f"wrote {args.photos} photos to {args.write_data}")
         return
 
-    from fnserve import TrainContext
+    from fnserve import Evaluation, TrainContext
 
     ctx = TrainContext.from_env(default_function="tagger")
     images, targets = read_photos(ctx.data) if ctx.data else generate_photos(args.photos)
     started = time.perf_counter()
-    model, (holdout_images, holdout_targets) = fit(images, targets)
+    model, (holdout_images, holdout_targets), train = fit(images, targets)
     metrics = evaluate(model, holdout_images, holdout_targets)
     for label in LABELS:
         print(f"  {label:<17} accuracy {metrics[f'accuracy_{label}']:.3f}")
@@ -207,6 +210,13 @@ def main() -> None:
             # what monitoring holds live traffic against: the photos it learnt from, its held-out tags
             reference_inputs={"photo": images},
             reference_outputs=serving_function(model)(holdout_images),
+            # what fn optimize scores a variant on (each label's 0/1 column), and calibrates int8 with
+            evaluation=Evaluation(
+                inputs={"photo": holdout_images},
+                labels={label: holdout_targets[:, i] for i, label in enumerate(LABELS)},
+                metrics=HOLDOUT_METRICS,
+            ),
+            representative={"photo": images[train[:REPRESENTATIVE_PHOTOS]]},
         )
 
 
