@@ -6,7 +6,7 @@ What a function author types lives here; everything else is internal.
 from fnserve.runtime.spec import predict
 from fnserve.runtime.types import Field, Image, Tensor
 
-__all__ = ["AsyncClient", "Client", "Field", "Image", "Tensor", "TrainContext", "predict"]
+__all__ = ["AsyncClient", "Client", "Evaluation", "Field", "Image", "Tensor", "TrainContext", "predict"]
 __version__ = "0.1.0"
 
 
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> object:
         from fnserve.runtime.training import TrainContext
 
         return TrainContext
+    if name == "Evaluation":
+        from fnserve.runtime.evaluation import Evaluation
+
+        return Evaluation
     raise AttributeError(f"module 'fnserve' has no attribute {name!r}")
