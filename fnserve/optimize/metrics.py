@@ -54,6 +54,12 @@ def _f1_at_half(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(f1_score(labels, scores >= 0.5, zero_division=0.0))
 
 
+def _mean_absolute_error(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import mean_absolute_error
+
+    return float(mean_absolute_error(labels, scores))
+
+
 METRICS = {
     m.name: m
     for m in (
@@ -61,6 +67,7 @@ METRICS = {
         Metric("log_loss", False, False, _log_loss),
         Metric("mean_average_precision", True, False, _average_precision),
         Metric("f1_at_0.5", True, True, _f1_at_half),
+        Metric("mean_absolute_error", False, False, _mean_absolute_error),  # regressions, in y's units
     )
 }
 
