@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fnserve.runtime import evaluation
+from fnserve.runtime.evaluation import check_names
+
+__all__ = ["METRICS", "POINT", "check_names", "compute", "drop_points"]
+
 POINT = 0.01  # one point of a metric, absolute: what --max-drop counts in
 
 
@@ -60,28 +65,19 @@ def _mean_absolute_error(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(mean_absolute_error(labels, scores))
 
 
-METRICS = {
-    m.name: m
-    for m in (
-        Metric("roc_auc", True, False, _roc_auc),
-        Metric("log_loss", False, False, _log_loss),
-        Metric("mean_average_precision", True, False, _average_precision),
-        Metric("f1_at_0.5", True, True, _f1_at_half),
-        Metric("mean_absolute_error", False, False, _mean_absolute_error),  # regressions, in y's units
-    )
+_SCORES = {
+    "roc_auc": _roc_auc,
+    "log_loss": _log_loss,
+    "mean_average_precision": _average_precision,
+    "f1_at_0.5": _f1_at_half,
+    "mean_absolute_error": _mean_absolute_error,
 }
-
-
-def check_names(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` as a tuple, or a ``ValueError`` naming the unknown one and the known ones."""
-    if isinstance(names, str):
-        names = (names,)
-    if not names:
-        raise ValueError(f"no metric given; choose from {', '.join(METRICS)}")
-    for name in names:
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
-    return tuple(names)
+PER_LABEL = {"f1_at_0.5"}
+# Which names exist and which way each improves is said once, where training names them.
+METRICS = {
+    name: Metric(name, higher, name in PER_LABEL, _SCORES[name])
+    for name, higher in evaluation.METRICS.items()
+}
 
 
 def compute(

@@ -44,6 +44,15 @@ REPRESENTATIVE_FILE = "fnserve-representative.parquet"
 MAX_REPRESENTATIVE_ROWS = 1000  # enough to calibrate int8 ranges; more only slows the converter
 LABEL = "label"  # the label column of a function with one output; "label:<key>" for named outputs
 _METADATA_KEY = b"fnserve.evaluation"
+# The metrics evaluation data may name, and whether higher is better; `fn optimize` computes them
+# (fnserve.optimize.metrics, with scikit-learn). f1_at_0.5 is reported per label too.
+METRICS = {
+    "roc_auc": True,
+    "log_loss": False,
+    "mean_average_precision": True,
+    "f1_at_0.5": True,
+    "mean_absolute_error": False,  # regressions, in the label's units
+}
 
 
 class EvaluationDataError(FnError, ValueError):
@@ -58,7 +67,7 @@ class Evaluation:
 
     ``inputs`` are columns by the function's input names; ``labels`` one column (a function with
     one output) or a mapping of them by output key (a function returning named outputs);
-    ``metrics`` names from :data:`fnserve.optimize.metrics.METRICS`, the first one deciding
+    ``metrics`` names from :data:`METRICS`, the first one deciding
     whether ``fn optimize`` may publish a variant.
 
     >>> Evaluation({"x": [1.0, 2.0]}, labels=[0, 1], metrics=("roc_auc", "log_loss")).rows
@@ -92,8 +101,6 @@ def write(
 ) -> None:
     """Write the evaluation data and the representative sample (either may be None) into ``folder``."""
     if evaluation is not None:
-        from fnserve.optimize.metrics import check_names
-
         try:
             metrics = check_names(evaluation.metrics)
         except ValueError as exc:
@@ -120,6 +127,18 @@ def write(
             rng = np.random.default_rng(0)
             table = table.take(np.sort(rng.choice(table.num_rows, MAX_REPRESENTATIVE_ROWS, replace=False)))
         pq.write_table(table, folder / REPRESENTATIVE_FILE)
+
+
+def check_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple, or a ``ValueError`` naming the unknown one and the known ones."""
+    if isinstance(names, str):
+        names = (names,)
+    if not names:
+        raise ValueError(f"no metric given; choose from {', '.join(METRICS)}")
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    return tuple(names)
 
 
 def read(folder: str | Path) -> EvaluationData | None:
