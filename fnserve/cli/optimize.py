@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 from rich.table import Table
 
@@ -92,7 +94,7 @@ def _cells(row: Row, names: list[str]) -> list[str]:
     ]
 
 
-def _metric_order(result: Result) -> object:
+def _metric_order(result: Result) -> Callable[[str], tuple[bool, bool, str]]:
     first = result.gate
     return lambda name: (name.split("/")[0] != first, "/" in name, name)  # the gate first, per-label last
 

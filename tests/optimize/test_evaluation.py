@@ -94,3 +94,24 @@ def test_bad_evaluation_data_is_refused_naming_what_is_wrong(tmp_path: Path) -> 
     with pytest.raises(EvaluationDataError, match=r"an input is named 'label'"):
         evaluation.write(tmp_path, Evaluation({"label": [1.0]}, [0], ("roc_auc",)))
     assert not (tmp_path / EVALUATION_FILE).exists()  # nothing half-written
+
+
+def test_labels_that_do_not_match_the_functions_outputs_are_named() -> None:
+    from fnserve.optimize.pipeline import _targets
+    from fnserve.runtime.outputs import Outputs
+
+    named = Outputs.of({"pool": np.array([0.9, 0.1]), "bed": np.array([0.2, 0.8])}, 2, "tagger")
+    labels, scores, names = _targets(named, {"bed": np.array([0, 1]), "pool": np.array([1, 0])})
+    assert names == ["bed", "pool"] and scores.tolist() == [[0.2, 0.9], [0.8, 0.1]]
+    assert labels.tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(
+        EvaluationDataError, match=r"labels for 'sea_view', which the function does not return"
+    ):
+        _targets(named, {"sea_view": np.array([0, 1])})
+    with pytest.raises(EvaluationDataError, match=r"labels are one column but the function returns named"):
+        _targets(named, {None: np.array([0, 1])})
+    single = Outputs.of(np.array([0.3, 0.6]), 2, "recs")
+    with pytest.raises(
+        EvaluationDataError, match=r"labels by output key \(pool\) but the function returns one"
+    ):
+        _targets(single, {"pool": np.array([0, 1])})
