@@ -6,7 +6,17 @@ What a function author types lives here; everything else is internal.
 from fnserve.runtime.spec import predict
 from fnserve.runtime.types import Field, Image, Tensor
 
-__all__ = ["AsyncClient", "Client", "Field", "Image", "Tensor", "TrainContext", "load_model", "predict"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Evaluation",
+    "Field",
+    "Image",
+    "Tensor",
+    "TrainContext",
+    "load_model",
+    "predict",
+]
 __version__ = "0.1.0"
 
 
@@ -24,4 +34,8 @@ def __getattr__(name: str) -> object:
         from fnserve.runtime.models import load_model
 
         return load_model
+    if name == "Evaluation":
+        from fnserve.runtime.evaluation import Evaluation
+
+        return Evaluation
     raise AttributeError(f"module 'fnserve' has no attribute {name!r}")

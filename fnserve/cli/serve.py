@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -60,6 +63,9 @@ def serve_command(
 def functions_command(targets: tuple[str, ...]) -> None:
     """List the project's functions, their inputs and published checkpoint versions.
 
+    Each version shows its key metrics and, for a variant made by `fn optimize`, its lineage
+    (the technique and the version it was made from).
+
     \b
     Examples:
       fn functions
@@ -69,11 +75,47 @@ def functions_command(targets: tuple[str, ...]) -> None:
     table = Table("function", "inputs", "output", "versions")
     for fn in runtime.functions.values():
         inputs = ", ".join(f"{f.name}: {f.kind}" for f in fn.schema.inputs)
-        versions = ", ".join(map(str, fn.describe()["available_versions"])) or "-"
-        table.add_row(
-            fn.name, inputs, fn.schema.output.kind, versions if fn.spec.checkpoint else "(none needed)"
-        )
+        checkpoint = fn.spec.checkpoint
+        if checkpoint is None:
+            versions = "(none needed)"
+        else:
+            numbers = fn.describe()["available_versions"]
+            versions = "\n".join(
+                version_line(v, runtime.store.manifest(checkpoint, v).metadata) for v in numbers
+            )
+        table.add_row(fn.name, inputs, fn.schema.output.kind, versions or "-")
     out.print(table)
+
+
+KEY_METRICS = 3  # metrics shown per version; the speed fn optimize measured comes on top
+
+
+def version_line(version: int, metadata: Mapping[str, Any]) -> str:
+    """One version as `fn functions` shows it: its lineage, key metrics and measured speed.
+
+    >>> version_line(4, {"metrics": {"roc_auc": 0.8123, "p50_batch1_ms": 0.41, "preds_per_s": 91000},
+    ...                  "lineage": {"base_version": 3, "technique": "quantize-int8"}})
+    'v4 ← quantize-int8 of v3: roc_auc 0.812, p50 0.41 ms, 91,000 preds/s'
+    """
+    metrics = metadata.get("metrics") or {}
+    lineage = metadata.get("lineage") or {}
+    line = f"v{version}"
+    if lineage:
+        line += f" ← {lineage.get('technique')} of v{lineage.get('base_version')}"
+    speed = {"p50_batch1_ms", "preds_per_s", "max_batch_size", "size_bytes"}
+    shown = [
+        f"{key} {value:.3g}"
+        for key, value in metrics.items()
+        if key not in speed
+        and "/" not in key
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ][:KEY_METRICS]
+    if "p50_batch1_ms" in metrics:
+        shown.append(f"p50 {metrics['p50_batch1_ms']:.3g} ms")
+    if "preds_per_s" in metrics:
+        shown.append(f"{metrics['preds_per_s']:,.0f} preds/s")
+    return f"{line}: {', '.join(shown)}" if shown else line
 
 
 COMMANDS = [serve_command, functions_command]

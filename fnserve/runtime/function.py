@@ -243,6 +243,8 @@ class ServedFunction:
             "wanted_version": self.wanted_version if self.spec.checkpoint else None,
             "available_versions": self._versions(),
             "metrics": dict(loaded.metadata.get("metrics", {})) if loaded else {},
+            # what `fn optimize` made this version from (base version, technique, settings); None: trained
+            "lineage": loaded.metadata.get("lineage") if loaded else None,
             "error": self.last_error,
             # newer versions passed over: corrupt, failing to load, or not fully published yet
             "skipped_versions": [s.describe() for s in self._newest_first()],

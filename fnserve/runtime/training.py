@@ -3,7 +3,7 @@
 ``fn train recs`` runs ``functions/recs/train.py`` with ``FNSERVE_FUNCTION``, ``FNSERVE_DATA``
 and ``FNSERVE_PROJECT`` set; run by hand, the script falls back to its own defaults::
 
-    from fnserve import TrainContext
+    from fnserve import Evaluation, TrainContext
 
     ctx = TrainContext.from_env(default_function="recs")
     model = train(ctx.data)                         # ctx.data: fsspec URL or None
@@ -14,11 +14,19 @@ and ``FNSERVE_PROJECT`` set; run by hand, the script falls back to its own defau
             metrics={"accuracy": 0.91, "chance": 0.5},
             reference_inputs=train_columns,          # what the model was trained on, by input name
             reference_outputs=model(heldout_columns),  # what it answers on held-out data
+            evaluation=Evaluation(                   # held-out data `fn optimize` measures by
+                inputs=heldout_columns, labels=heldout["booked"], metrics=("roc_auc", "log_loss")
+            ),
+            representative={name: train[name][:1000] for name in COLUMNS},  # int8 calibration
         )
 
 The reference (quantile bins, value frequencies, tensor summaries; :mod:`fnserve.runtime.monitor`)
 is written into the folder as ``fnserve-reference.json`` before the upload, so the manifest
 covers it; the runtime scores live traffic against it. Without one the version is still served.
+The evaluation data and the representative sample (:mod:`fnserve.runtime.evaluation`) go into
+the folder the same way: ``fn optimize`` evaluates a variant and its base on the held-out rows
+(refusing to publish one that loses accuracy) and calibrates full-integer quantization on the
+sample. Without them a version is served all the same; only ``fn optimize`` asks for them.
 
 ``ctx.read_table()`` reads the data as one Arrow table, whether a Parquet file, a folder of
 them, or captured traffic (``fn train recs --data <store>/_capture``: the function's inputs and
@@ -38,6 +46,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from fnserve.runtime import evaluation as evaluation_data
+from fnserve.runtime.evaluation import Evaluation
 from fnserve.runtime.monitor import reference
 from fnserve.runtime.redact import redact_url
 from fnserve.runtime.settings import Settings
@@ -109,12 +119,17 @@ class TrainContext:
         metrics: Mapping[str, Any] | None = None,
         reference_inputs: Mapping[str, Any] | None = None,
         reference_outputs: Any = None,
+        evaluation: Evaluation | None = None,
+        representative: Mapping[str, Any] | None = None,
     ) -> int:
         """Publish the model saved in ``local_dir`` as the function's next version; return it.
 
         ``reference_inputs`` (training columns by input name) and ``reference_outputs`` (the
         model's outputs on held-out data: one column, or a mapping of named output columns) become
         the version's monitoring reference, written into ``local_dir`` and published with it.
+        ``evaluation`` (held-out inputs, labels and the task's metrics) and ``representative``
+        (training inputs by input name; a sample of 1000 rows is kept) are written there too, as
+        ``fn optimize`` reads them (:mod:`fnserve.runtime.evaluation`).
 
         >>> ctx.publish(tmp, metrics={"accuracy": 0.91, "chance": 0.5})  # doctest: +SKIP
         published recs version 3 to file:///project/.fnserve/store/recs/3
@@ -128,6 +143,7 @@ class TrainContext:
             reference.write(Path(local_dir), reference.build(reference_inputs, reference_outputs))
         elif reference_outputs is not None:
             raise ValueError("reference_outputs needs reference_inputs: the inputs the model was trained on")
+        evaluation_data.write(Path(local_dir), evaluation, representative)
         version = self.store.publish(self.function, Path(local_dir), metadata=metadata)
         print(
             f"published {self.function} version {version} to "

@@ -1,0 +1,102 @@
+"""``fn optimize``: a quantized or frozen variant of a version, measured beside it, then published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+from rich.table import Table
+
+from fnserve.cli.common import cli_error, console, load_settings, out
+from fnserve.optimize import OptimizeError
+from fnserve.optimize.pipeline import Refused, Result, Row
+from fnserve.runtime.errors import FnError
+
+
+@click.command("optimize")
+@click.argument("name")
+@click.option("--from", "from_version", default="latest", show_default=True, help="The base version.")
+@click.option(
+    "--quantize", type=click.Choice(["int8", "float16", "dynamic"]), help="Post-training quantization."
+)
+@click.option("--freeze", is_flag=True, help="Variables into constants, the graph pruned and optimised.")
+@click.option(
+    "--max-drop", type=float, default=1.0, show_default=True, help="Most points (0.01) the metric may drop."
+)
+@click.option("--force", is_flag=True, help="Publish even if the metric drops more, or cannot be measured.")
+def optimize_command(
+    name: str, from_version: str, quantize: str | None, freeze: bool, max_drop: float, force: bool
+) -> None:
+    """Make a faster variant of a published version, measure both, publish it as a new version.
+
+    The base and the variant are evaluated on the held-out data training published with the
+    version (its task's metrics) and timed side by side, pinned to one core: latency at batch 1
+    and predictions/s at the function's max_batch_size. A variant whose first metric drops by
+    more than --max-drop points is not published, unless --force.
+
+    \b
+    Examples:
+      fn optimize tagger --quantize int8
+      fn optimize recs --from 3 --freeze
+      fn optimize tagger --quantize float16 --max-drop 0.5
+    """
+    if (quantize is None) == (not freeze):
+        raise click.UsageError("choose one technique: --quantize int8|float16|dynamic or --freeze")
+    technique = f"quantize-{quantize}" if quantize else "freeze"
+    settings = load_settings()
+    from fnserve.optimize.pipeline import optimize
+
+    try:
+        result = optimize(
+            settings, name, technique, from_version=from_version, max_drop=max_drop, force=force,
+            progress=console.print,
+        )  # fmt: skip
+    except Refused as exc:
+        out.print(comparison(exc.result))
+        raise cli_error(exc) from None
+    except (OptimizeError, FnError, ValueError) as exc:
+        raise cli_error(exc if isinstance(exc, FnError) else OptimizeError(str(exc))) from None
+    out.print(comparison(result))
+    out.print(
+        f"published {name} version {result.published_version} ({technique} of version {result.base.version})"
+    )
+
+
+def comparison(result: Result) -> Table:
+    """The table of base and variant: format, size, metrics, speed, and how far the gate metric drops."""
+    names = sorted({*result.base.metrics, *result.variant.metrics}, key=_metric_order(result))
+    gate = f"drop ({result.gate}, limit {result.max_drop:g})" if result.gate else "drop"
+    table = Table(
+        "", "format", "size", *names, "batch-1 p50 ms", f"preds/s @ {result.base.max_batch_size}", gate,
+        title=f"{result.name}: {result.technique} of version {result.base.version}",
+        caption="\n".join(result.notes) or None,
+    )  # fmt: skip
+    table.add_row("base", *_cells(result.base, names), "")
+    if result.drop_points is None:
+        drop = "not measured"
+    else:
+        over = result.drop_points > result.max_drop
+        drop = (
+            f"[bold red]{result.drop_points:+.2f} points[/]" if over else f"{result.drop_points:+.2f} points"
+        )
+    table.add_row("variant", *_cells(result.variant, names), drop)
+    return table
+
+
+def _cells(row: Row, names: list[str]) -> list[str]:
+    metrics = [f"{row.metrics[n]:.4f}" if n in row.metrics else "-" for n in names]
+    return [
+        row.format,
+        f"{row.size_bytes / 1e6:.2f} MB",
+        *metrics,
+        f"{row.p50_batch1_ms:.3f}",
+        f"{row.preds_per_s:,.0f}",
+    ]
+
+
+def _metric_order(result: Result) -> Callable[[str], tuple[bool, bool, str]]:
+    first = result.gate
+    return lambda name: (name.split("/")[0] != first, "/" in name, name)  # the gate first, per-label last
+
+
+COMMANDS = [optimize_command]
