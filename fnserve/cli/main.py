@@ -31,9 +31,9 @@ def cli(verbose: bool) -> None:
 
 
 def register() -> None:
-    from fnserve.cli import bench, build, deploy, invoke, monitor, new, serve, train
+    from fnserve.cli import bench, build, deploy, invoke, monitor, new, precompute, serve, train
 
-    for module in (new, serve, train, invoke, monitor, bench, build, deploy):
+    for module in (new, serve, train, invoke, monitor, bench, build, deploy, precompute):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,1 @@
+"""Making a published version faster: variants of its model, and precomputed answers."""
