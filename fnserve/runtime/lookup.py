@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,24 @@ from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
 from fnserve.runtime.metrics import Metrics
 from fnserve.runtime.outputs import Outputs
-from fnserve.runtime.table import TABLE_FILE, Key, LookupTable, TableConfig, canonical_keys, merge
+from fnserve.runtime.table import TABLE_FILE, Canonical, Key, LookupTable, TableConfig, merge
 
 log = logging.getLogger("fnserve.lookup")
 
 ModelPredict = Callable[[ServedFunction, Inputs, int, "int | None"], Awaitable[Outputs]]
 SHOWN_MISSES = 3  # a strict 404 names this many rows' inputs
+
+
+@dataclass
+class Found:
+    """What a lookup found: ``parts`` answer some rows (their positions), ``missing`` are the
+    positions left to the model; ``outputs`` is the whole answer when nothing is missing."""
+
+    version: int | None
+    keys: list[Key]
+    parts: list[tuple[Sequence[int], Outputs]]
+    missing: list[int]
+    outputs: Outputs | None
 
 
 class Shortcuts:
@@ -40,6 +53,7 @@ class Shortcuts:
     def __init__(self, found: FoundFunction, metrics: Metrics):
         self.name = found.spec.name
         self.fields = found.schema.inputs
+        self.canonical = Canonical(self.fields)
         self.schema = found.schema
         self.strict = TableConfig.of_function(found.path).strict  # ConfigError at start, naming the key
         max_bytes = CacheConfig.of_function(found.path).max_bytes
@@ -70,23 +84,27 @@ class Shortcuts:
                 )
         self.tables = kept
 
-    async def predict(
-        self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None, model: ModelPredict
-    ) -> Outputs:
+    def lookup(self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None) -> Found | None:
+        """Look every row up, on the loop (no await: nothing is swapped in meanwhile); None when
+        there is nothing to look up in. A strict table's miss raises NotFound naming its inputs."""
         loaded = fn.loaded
         version = loaded.version if loaded is not None else None
+        if pinned is not None and version != pinned:
+            return None  # the model path says it was replaced
         table = self.tables.get(version)
         cache = self.cache
+        if table is None and cache is None:
+            return None
         if cache is not None and version != self._cache_version:
             cache.keep_only(version)  # a new model: nothing the old one computed is answered
             self._cache_version = version
-        keys = canonical_keys(self.fields, columns, n)
+        keys = self.canonical.keys(columns, n)
         if table is not None and n == 1:  # the hot path: one row, in the table
             row = table.index.get(keys[0])
             if row is not None:
                 self._count(self.metrics.table_hits, version, 1)
                 self.metrics.count_instances(self.name, version, 1)
-                return table.take((row,))
+                return Found(version, keys, [], [], table.row(row))
         table_at: list[int] = []
         table_rows: list[int] = []
         cached_at: list[int] = []
@@ -110,25 +128,51 @@ class Shortcuts:
             self._count(self.metrics.cache_hits, version, len(cached_at))
             self._count(self.metrics.cache_misses, version, len(missing))
         parts: list[tuple[Sequence[int], Outputs]] = []
-        if table_at:
-            parts.append((table_at, table.take(table_rows)))  # type: ignore[union-attr]
+        if table is not None and table_at:
+            parts.append((table_at, table.take(table_rows)))
         if cached_at:
             parts.append((cached_at, Outputs.concat(cached)))
-        if missing:
-            part = columns if len(missing) == n else select(columns, missing)
-            answer = await model(fn, part, len(missing), pinned)
-            if cache is not None:
-                self._remember(cache, [keys[i] for i in missing], answer)
-            if answer.version != version and parts:  # swapped in meanwhile: one version answers all
-                return await model(fn, columns, n, pinned)
-            parts.append((missing, answer))
+        found = Found(version, keys, parts, missing, None)
+        if not missing:
+            found.outputs = self._merge(n, found)
+            if found.outputs is not None:
+                self.metrics.count_instances(self.name, version, n)
+        return found
+
+    async def complete(
+        self,
+        fn: ServedFunction,
+        columns: Inputs,
+        n: int,
+        pinned: int | None,
+        found: Found,
+        model: ModelPredict,
+    ) -> Outputs:
+        """The rows :meth:`lookup` did not find, by the model; the request's answer in its order."""
+        missing = found.missing
+        if not missing:  # found, but its parts would not merge: the model answers all
+            return await model(fn, columns, n, pinned)
+        part = columns if len(missing) == n else select(columns, missing)
+        answer = await model(fn, part, len(missing), pinned)
+        if self.cache is not None:
+            self._remember(self.cache, [found.keys[i] for i in missing], answer)
+        if not found.parts:
+            return answer
+        if answer.version != found.version:  # swapped in meanwhile: one version answers all
+            return await model(fn, columns, n, pinned)
+        found.parts.append((missing, answer))
+        merged = self._merge(n, found)
+        if merged is None:
+            return await model(fn, columns, n, pinned)
+        self.metrics.count_instances(self.name, found.version, n - len(missing))  # the model counted its own
+        return merged
+
+    def _merge(self, n: int, found: Found) -> Outputs | None:
         try:
-            merged = merge(n, parts, version)
+            return merge(n, found.parts, found.version)
         except ModelError as exc:
             log.error("%s: %s; the model answers the whole request", self.name, exc.message)
-            return await model(fn, columns, n, pinned)
-        self.metrics.count_instances(self.name, version, n - len(missing))  # the model counted its own
-        return merged
+            return None
 
     def _remember(self, cache: ResultCache, keys: list[Key], answer: Outputs) -> None:
         for j, key in enumerate(keys):

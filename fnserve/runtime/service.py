@@ -23,7 +23,7 @@ from fnserve.runtime.dashboard.series import RecentStats, version_label
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
-from fnserve.runtime.lookup import Shortcuts
+from fnserve.runtime.lookup import Found, Shortcuts
 from fnserve.runtime.metrics import Metrics
 from fnserve.runtime.monitor import Monitor, MonitorConfig
 from fnserve.runtime.monitor.exporter import DriftCollector
@@ -142,18 +142,35 @@ class Runtime:
             )
         return fn, loaded.version, loaded.version if wanted else None
 
-    async def predict(
+    def from_memory(
         self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None
+    ) -> Found | None:
+        """The rows the version's lookup table or the result cache hold, looked up now, on the
+        loop (``found.outputs``: every row found); None for a function with neither."""
+        shortcuts = self.shortcuts[fn.name]
+        return shortcuts.lookup(fn, columns, n, pinned) if shortcuts.active else None
+
+    async def predict(
+        self,
+        fn: ServedFunction,
+        columns: Inputs,
+        n: int,
+        pinned: int | None = None,
+        found: Found | None = None,
     ) -> Outputs:
         """Run ``n`` validated rows through the function's batcher; the outputs carry the version
         that computed them. A ``pinned`` request computed by another version (swapped in while it
         queued) fails with 404 rather than be answered by a model it did not ask for. Rows held by
-        the version's lookup table or the result cache are answered without the model.
+        the version's lookup table or the result cache are answered without the model (``found``:
+        what :meth:`from_memory` found already).
         """
-        shortcuts = self.shortcuts[fn.name]
-        if shortcuts.active:
-            return await shortcuts.predict(fn, columns, n, pinned, self._model_predict)
-        return await self._model_predict(fn, columns, n, pinned)
+        if found is None:
+            found = self.from_memory(fn, columns, n, pinned)
+        if found is None:
+            return await self._model_predict(fn, columns, n, pinned)
+        if found.outputs is not None:
+            return found.outputs
+        return await self.shortcuts[fn.name].complete(fn, columns, n, pinned, found, self._model_predict)
 
     async def _model_predict(
         self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None

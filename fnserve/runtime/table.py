@@ -97,10 +97,30 @@ def canonical_keys(fields: Sequence[InputField], columns: Inputs, n: int) -> lis
     for a float input is the one value still to convert. Tensors and images (result cache only)
     key by their dtype, shape and bytes.
     """
-    if isinstance(columns, Rows):
-        return [tuple(_scalar(f, row[f.name]) for f in fields) for row in columns]
-    parts = [_column_values(f, columns[f.name], n) for f in fields]
-    return list(zip(*parts, strict=True))
+    return Canonical(fields).keys(columns, n)
+
+
+class Canonical:
+    """:func:`canonical_keys` for one schema's inputs, with what it needs worked out once."""
+
+    __slots__ = ("fields", "names", "types")
+
+    def __init__(self, fields: Sequence[InputField]):
+        self.fields = tuple(fields)
+        self.names = tuple(f.name for f in fields)
+        self.types = tuple(_CONVERT.get(f.kind) for f in fields)
+
+    def keys(self, columns: Inputs, n: int) -> list[Key]:
+        if isinstance(columns, Rows):
+            return [self.row_key(row) for row in columns]
+        parts = [_column_values(f, columns[f.name], n) for f in self.fields]
+        return list(zip(*parts, strict=True))
+
+    def row_key(self, row: Mapping[str, Any]) -> Key:
+        values = tuple(map(row.__getitem__, self.names))
+        if tuple(map(type, values)) == self.types:  # the usual case: checked values, as they are
+            return values
+        return tuple(_scalar(f, v) for f, v in zip(self.fields, values, strict=True))
 
 
 def _scalar(field: InputField, value: Any) -> Any:
@@ -191,6 +211,12 @@ class LookupTable:
     @property
     def rows(self) -> int:
         return len(self.index)
+
+    def row(self, row: int) -> Outputs:
+        """The outputs of one table row (the hot path of a single-instance request)."""
+        if self.form == "value":
+            return Outputs(1, self.outputs[VALUE_OUTPUT][row : row + 1], None, self.version)
+        return Outputs(1, None, {k: c[row : row + 1] for k, c in self.outputs.items()}, self.version)
 
     def take(self, rows: Sequence[int]) -> Outputs:
         """The outputs of these table rows, in this order, labelled with the table's version."""
