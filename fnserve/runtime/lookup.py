@@ -35,7 +35,7 @@ ModelPredict = Callable[[ServedFunction, Inputs, int, "int | None"], Awaitable[O
 SHOWN_MISSES = 3  # a strict 404 names this many rows' inputs
 
 
-@dataclass
+@dataclass(slots=True)
 class Found:
     """What a lookup found: ``parts`` answer some rows (their positions), ``missing`` are the
     positions left to the model; ``outputs`` is the whole answer when nothing is missing."""
@@ -98,8 +98,11 @@ class Shortcuts:
         if cache is not None and version != self._cache_version:
             cache.keep_only(version)  # a new model: nothing the old one computed is answered
             self._cache_version = version
-        keys = self.canonical.keys(columns, n)
-        if table is not None and n == 1:  # the hot path: one row, in the table
+        if n == 1 and isinstance(columns, Rows):  # the hot path: one instance (a GET)
+            keys = [self.canonical.row_key(columns[0])]
+        else:
+            keys = self.canonical.keys(columns, n)
+        if table is not None and n == 1:
             row = table.index.get(keys[0])
             if row is not None:
                 self._count(self.metrics.table_hits, version, 1)
