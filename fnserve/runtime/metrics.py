@@ -58,6 +58,37 @@ class Metrics:
         )
         self._instance_children: dict[tuple[str, int | None], Counter] = {}
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        # Answers given without the model: a version's lookup table, and the result cache.
+        self.table_hits = Counter(
+            "fnserve_table_hits",
+            "Instances answered from the lookup table of the version in memory",
+            ["function", "version"],
+            registry=r,
+        )
+        self.table_misses = Counter(
+            "fnserve_table_misses",
+            "Instances the version's lookup table does not hold (the model answered, or 404 if strict)",
+            ["function", "version"],
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "fnserve_cache_hits",
+            "Instances answered from the result cache",
+            ["function", "version"],
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "fnserve_cache_misses",
+            "Instances looked up in the result cache and not found",
+            ["function", "version"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "fnserve_cache_bytes",
+            "Bytes held by the result cache (keys and answers)",
+            ["function"],
+            registry=r,
+        )
         self.ready = Gauge(
             "fnserve_function_ready", "1 when the function's model is loaded", ["function"], registry=r
         )

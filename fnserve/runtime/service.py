@@ -23,6 +23,7 @@ from fnserve.runtime.dashboard.series import RecentStats, version_label
 from fnserve.runtime.errors import FnError, NotFound, NotReady, Timeout, VersionChanged
 from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
+from fnserve.runtime.lookup import Found, Shortcuts
 from fnserve.runtime.metrics import Metrics
 from fnserve.runtime.monitor import Monitor, MonitorConfig
 from fnserve.runtime.monitor.exporter import DriftCollector
@@ -54,6 +55,8 @@ class Runtime:
         self.monitor = Monitor((f.spec.name, f.schema, MonitorConfig.of_function(f.path)) for f in found)
         self.metrics.registry.register(DriftCollector(self.monitor))
         self.recent = RecentStats()  # the dashboard's figures of the last minutes
+        # [table] and [cache] of each function.toml, read now: a bad setting stops the start
+        self.shortcuts = {f.spec.name: Shortcuts(f, self.metrics) for f in found}
         self.functions: dict[str, ServedFunction] = {
             f.spec.name: ServedFunction(
                 f,
@@ -109,7 +112,12 @@ class Runtime:
         return batcher
 
     def _loaded(self, name: str, loaded: LoadedModel) -> None:
-        """A model is about to be served: profile its version against its reference from now on."""
+        """A model is about to be served: read its lookup table; profile its version against its
+        reference from now on."""
+        try:
+            self.shortcuts[name].loaded(loaded, self.functions[name].loaded)
+        except Exception:  # a table that cannot be read leaves the model to answer
+            log.exception("%s: the lookup table of version %s failed to load", name, loaded.version)
         try:
             self.monitor.loaded(name, loaded.version, loaded.path)
         except Exception:  # monitoring never stands between a model and its traffic
@@ -134,13 +142,40 @@ class Runtime:
             )
         return fn, loaded.version, loaded.version if wanted else None
 
-    async def predict(
+    def from_memory(
         self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None
+    ) -> Found | None:
+        """The rows the version's lookup table or the result cache hold, looked up now, on the
+        loop (``found.outputs``: every row found); None for a function with neither."""
+        shortcuts = self.shortcuts[fn.name]
+        return shortcuts.lookup(fn, columns, n, pinned) if shortcuts.active else None
+
+    async def predict(
+        self,
+        fn: ServedFunction,
+        columns: Inputs,
+        n: int,
+        pinned: int | None = None,
+        found: Found | None = None,
     ) -> Outputs:
         """Run ``n`` validated rows through the function's batcher; the outputs carry the version
         that computed them. A ``pinned`` request computed by another version (swapped in while it
-        queued) fails with 404 rather than be answered by a model it did not ask for.
+        queued) fails with 404 rather than be answered by a model it did not ask for. Rows held by
+        the version's lookup table or the result cache are answered without the model (``found``:
+        what :meth:`from_memory` found already).
         """
+        if found is None:
+            found = self.from_memory(fn, columns, n, pinned)
+        if found is None:
+            return await self._model_predict(fn, columns, n, pinned)
+        if found.outputs is not None:
+            return found.outputs
+        return await self.shortcuts[fn.name].complete(fn, columns, n, pinned, found, self._model_predict)
+
+    async def _model_predict(
+        self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None
+    ) -> Outputs:
+        """:meth:`predict` by the model, through the function's batcher."""
         started = time.perf_counter()
         batcher = self.batcher(fn)
         try:
