@@ -95,8 +95,8 @@ def _copy_base(base_dir: Path, out_dir: Path) -> None:
 def _calibration_batches(
     inputs: Mapping[str, TensorInfo], representative: Sequence[Mapping[str, np.ndarray]]
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of at most :data:`CALIBRATION_BATCH` rows in the model's dtypes, ≤ CALIBRATION_ROWS
-    in all; an :class:`OptimizeError` names the inputs that do not fit the model."""
+    """Equal batches of at most :data:`CALIBRATION_BATCH` rows in the model's dtypes, ≤
+    CALIBRATION_ROWS in all; an :class:`OptimizeError` names the inputs that do not fit the model."""
     checked = []
     for number, sample in enumerate(representative):
         missing, extra = sorted(set(inputs) - set(sample)), sorted(set(sample) - set(inputs))
@@ -125,15 +125,21 @@ def _calibration_batches(
                 f"representative data does not match the model: sample {number}: {'; '.join(problems)}"
             )
         checked.append(arrays)
-    taken = 0
-    for arrays in checked:
-        n = len(next(iter(arrays.values())))
-        for start in range(0, n, CALIBRATION_BATCH):
-            if taken >= CALIBRATION_ROWS:
-                return
-            stop = min(start + CALIBRATION_BATCH, n, start + CALIBRATION_ROWS - taken)
-            taken += stop - start
-            yield {name: value[start:stop] for name, value in arrays.items()}
+    # One size for every batch: the calibrator resizes the model's inputs when a batch's size
+    # changes and then fails to prepare ops joining several inputs (PACK), so the samples are
+    # joined and cut into equal batches (a remainder smaller than one batch is left out).
+    joined = {}
+    for name in inputs:
+        shapes = sorted({arrays[name].shape[1:] for arrays in checked})
+        if len(shapes) > 1:
+            raise OptimizeError(
+                f"representative data does not match the model: {name} rows come shaped {shapes}"
+            )
+        joined[name] = np.concatenate([arrays[name] for arrays in checked])[:CALIBRATION_ROWS]
+    total = len(next(iter(joined.values())))
+    size = min(CALIBRATION_BATCH, total)
+    for start in range(0, total - size + 1, size) if size else ():
+        yield {name: value[start : start + size] for name, value in joined.items()}
 
 
 # --- LiteRT ----------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from tests.support import optimizing
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    optimizing.install_model_api(monkeypatch)
     shutil.copytree(optimizing.FOLDER, tmp_path / "functions" / "optimizable")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FNSERVE_STORE", f"file://{tmp_path}/store")

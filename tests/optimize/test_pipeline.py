@@ -22,7 +22,6 @@ FAST = SpeedPlan(rounds=2, calls=5, warmup=1)
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    optimizing.install_model_api(monkeypatch)
     shutil.copytree(optimizing.FOLDER, tmp_path / "functions" / "optimizable")
     return Settings.load(
         tmp_path, {"FNSERVE_STORE": f"file://{tmp_path}/store"}, {"cache_dir": tmp_path / "cache"}

@@ -1,25 +1,14 @@
 """The tiny model of tests/support/fns/optimizable, published with evaluation data, for the
-`fn optimize` tests; and stand-ins for the model API and converters until they are merged.
-
-The stand-ins (``install_model_api``) are used only where ``fnserve.runtime.models`` or
-``fnserve.optimize.convert`` cannot be imported: they load a SavedModel's serving signature
-and make a "variant" that is a copy of the base, which is all these tests need of them.
-"""
+`fn optimize` tests."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import shutil
-import sys
-import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from fnserve.runtime.evaluation import Evaluation
 from fnserve.runtime.store import CheckpointStore
@@ -98,62 +87,3 @@ def damaging_converter(base_dir: Path, out_dir: Path, technique: str, **_: Any) 
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     save_model(out_dir, [-w for w in WEIGHTS])
     return {"damaged": True}
-
-
-# --- stand-ins for MODELS' fnserve.runtime.models and fnserve.optimize.convert ------------------
-
-
-def install_model_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real model API where it exists, else the stand-ins below (in sys.modules)."""
-    if importlib.util.find_spec("fnserve.runtime.models") is None:
-        models = types.ModuleType("fnserve.runtime.models")
-        models.load_model = _load_model  # type: ignore[attr-defined]
-        models.recording = _recording  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "fnserve.runtime.models", models)
-    if importlib.util.find_spec("fnserve.optimize.convert") is None:
-        convert = types.ModuleType("fnserve.optimize.convert")
-        convert.TECHNIQUES = ("quantize-int8", "quantize-float16", "quantize-dynamic", "freeze")  # type: ignore[attr-defined]
-        convert.make_variant = _copy_variant  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "fnserve.optimize.convert", convert)
-
-
-_recordings: list[list[dict[str, np.ndarray]]] = []
-
-
-class _Model:
-    def __init__(self, folder: str):
-        import tensorflow as tf
-
-        self.signature = tf.saved_model.load(folder).signatures["serving_default"]
-        self.calls = _recordings[-1] if _recordings else None
-
-    def __call__(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
-        if self.calls is not None:
-            self.calls.append(dict(arrays))
-        return {k: v.numpy() for k, v in self.signature(**arrays).items()}
-
-
-def _load_model(folder: str) -> _Model:
-    return _Model(folder)
-
-
-@contextlib.contextmanager
-def _recording() -> Iterator[list[dict[str, np.ndarray]]]:
-    calls: list[dict[str, np.ndarray]] = []
-    _recordings.append(calls)
-    try:
-        yield calls
-    finally:
-        _recordings.remove(calls)
-
-
-def _copy_variant(
-    base_dir: Path,
-    out_dir: Path,
-    technique: str,
-    *,
-    representative: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    shutil.copytree(base_dir, out_dir, ignore=shutil.ignore_patterns("fnserve-manifest.json", ".fnserve*"))
-    (out_dir / "fnserve-model.json").write_text(json.dumps({"format": "savedmodel", "path": "."}))
-    return {"stand_in": True, "representative_calls": len(representative or ())}

@@ -4,9 +4,9 @@ every variant fn optimize makes of it (SavedModel, LiteRT, frozen graph) loads u
 from typing import Any, Literal
 
 import numpy as np
-from fnserve.runtime.models import load_model
 
 from fnserve import predict
+from fnserve.runtime.models import load_model
 
 
 @predict(loader=load_model, max_batch_size=32)
