@@ -1,7 +1,8 @@
 """The two limits that every served number is compared with.
 
 * ``model``: the model limit, the SavedModel's serving signature called in-process in a loop
-  (no HTTP, no decoding), at the batch sizes of the scenarios; prints one JSON object.
+  (no HTTP, no decoding; for recs with the vocabularies' id lookups before it, as every peer and
+  fnserve's function do them), at the batch sizes of the scenarios; prints one JSON object.
 * ``protocol-server``: the protocol limit, fnserve's HTTP stack (Hypercorn with fnserve's
   config, Starlette, fnserve's request-id middleware, orjson) with a handler that reads the
   body and answers a constant: what HTTP alone costs on this machine.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import scenarios
+from peers.recs_model import RecsModel
 
 BATCHES = {"recs": (1, 256, 1024), "tagger": (1, 64, 128)}  # 1024, 128: fnserve's max_batch_size
 
@@ -59,10 +61,10 @@ def timed_loop(call: Callable[[], object], seconds: float, windows: int = 1) -> 
 def model_limits(seconds: float, windows: int = 1) -> dict[str, dict[str, float]]:
     """``{"recs@256": {"calls_per_s", "predictions_per_s", "p50_ms"}, ...}``."""
     out = {}
-    recs = signature("recs")
+    recs = RecsModel(scenarios.checkpoint("recs"))
     for batch in BATCHES["recs"]:
-        inputs = scenarios.recs_signature_inputs(scenarios.recs_rows(batch, seed=batch))
-        out[f"recs@{batch}"] = timed_loop(lambda i=inputs: recs(**i)["probability"].numpy(), seconds, windows)
+        columns = scenarios.recs_columns(scenarios.recs_rows(batch, seed=batch))
+        out[f"recs@{batch}"] = timed_loop(lambda c=columns: recs(c), seconds, windows)
     tagger = signature("tagger")
     for batch in BATCHES["tagger"]:
         pixels = scenarios.decoded(scenarios.photos(batch, seed=batch))

@@ -87,17 +87,10 @@ def recs_rows(n: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
-def recs_signature_inputs(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
-    """Rows as the serving signature's inputs: tf.string, int64 and float32 columns."""
-    cols = {k: [r[k] for r in rows] for k in RECS_COLUMNS}
-    return {
-        "user_country": np.asarray(cols["user_country"], dtype=object),
-        "user_language": np.asarray(cols["user_language"], dtype=object),
-        "day_of_week": np.asarray(cols["day_of_week"], dtype=np.int64),
-        "season": np.asarray(cols["season"], dtype=object),
-        "hotel_price": np.asarray(cols["hotel_price"], dtype=np.float32),
-        "hotel_id": np.asarray(cols["hotel_id"], dtype=np.int64),
-    }
+def recs_columns(rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
+    """Rows as columns of their raw serving types (str, int64, float32)."""
+    dtypes = {"day_of_week": np.int64, "hotel_price": np.float32, "hotel_id": np.int64}
+    return {k: np.asarray([r[k] for r in rows], dtype=dtypes.get(k, object)) for k in RECS_COLUMNS}
 
 
 def photos(n: int, seed: int) -> list[bytes]:

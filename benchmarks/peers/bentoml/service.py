@@ -1,4 +1,4 @@
-"""BentoML: the recs SavedModel's serving signature behind a batchable API.
+"""BentoML: the recs checkpoint (id lookups, then the SavedModel) behind a batchable API.
 
 BentoML's native JSON names the API's arguments: ``{"instances": [{...}, ...]}`` for
 ``predict(instances)``; each instance is validated by pydantic. With ``batchable=True`` the
@@ -12,11 +12,14 @@ adaptive batcher concatenates concurrent calls' lists (up to ``max_batch_size``,
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from pathlib import Path
 
 import bentoml
-import numpy as np
 from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recs_model import COLUMNS, RecsModel  # benchmarks/peers, beside this folder
 
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "1"))
 MAX_LATENCY_MS = int(os.environ.get("BENCH_MAX_LATENCY_MS", "1000"))
@@ -34,20 +37,9 @@ class Instance(BaseModel):
 @bentoml.service(workers=1, traffic={"timeout": 30})
 class Recs:
     def __init__(self) -> None:
-        import tensorflow as tf
-
-        self.signature: Any = tf.saved_model.load(os.environ["BENCH_RECS_MODEL"]).signatures[
-            "serving_default"
-        ]
+        self.model = RecsModel(os.environ["BENCH_RECS_MODEL"])
 
     @bentoml.api(batchable=MAX_BATCH > 1, max_batch_size=max(MAX_BATCH, 2), max_latency_ms=MAX_LATENCY_MS)
     def predict(self, instances: list[Instance]) -> list[float]:
-        probability = self.signature(
-            user_country=np.asarray([i.user_country for i in instances], dtype=object),
-            user_language=np.asarray([i.user_language for i in instances], dtype=object),
-            day_of_week=np.asarray([i.day_of_week for i in instances], dtype=np.int64),
-            season=np.asarray([i.season for i in instances], dtype=object),
-            hotel_price=np.asarray([i.hotel_price for i in instances], dtype=np.float32),
-            hotel_id=np.asarray([i.hotel_id for i in instances], dtype=np.int64),
-        )["probability"]
-        return probability.numpy().tolist()
+        probability = self.model({k: [getattr(i, k) for i in instances] for k in COLUMNS})
+        return probability.tolist()

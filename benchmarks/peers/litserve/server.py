@@ -1,4 +1,4 @@
-"""LitServe: the recs SavedModel's serving signature behind a LitAPI, with LitServe's batching.
+"""LitServe: the recs checkpoint (id lookups, then the SavedModel) behind a LitAPI, with LitServe's batching.
 
 LitServe has no fixed request format: ``decode_request`` defines it. Here one instance is a
 flat JSON object and many are ``{"instances": [...]}`` (TF Serving's row format). With
@@ -13,20 +13,20 @@ flat JSON object and many are ``{"instances": [...]}`` (TF Serving's row format)
 # time to build the FastAPI endpoint, and a string annotation turns the body into a query field.
 import itertools
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import litserve as ls
 import numpy as np
 
-COLUMNS = ("user_country", "user_language", "day_of_week", "season", "hotel_price", "hotel_id")
-DTYPES = {"day_of_week": np.int64, "hotel_id": np.int64, "hotel_price": np.float32}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recs_model import COLUMNS, RecsModel  # benchmarks/peers, beside this folder
 
 
 class RecsAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
-        import tensorflow as tf
-
-        self.signature = tf.saved_model.load(os.environ["BENCH_RECS_MODEL"]).signatures["serving_default"]
+        self.model = RecsModel(os.environ["BENCH_RECS_MODEL"])
         self.sizes: list[int] = []
 
     def decode_request(self, request: dict[str, Any]) -> dict[str, list[Any]]:
@@ -38,8 +38,7 @@ class RecsAPI(ls.LitAPI):
         return {k: list(itertools.chain.from_iterable(x[k] for x in inputs)) for k in COLUMNS}
 
     def predict(self, x: dict[str, list[Any]]) -> np.ndarray:
-        inputs = {k: np.asarray(v, dtype=DTYPES.get(k, object)) for k, v in x.items()}
-        return self.signature(**inputs)["probability"].numpy()
+        return self.model(x)
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         return np.split(output, np.cumsum(self.sizes)[:-1])

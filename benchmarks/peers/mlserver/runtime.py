@@ -1,4 +1,4 @@
-"""Seldon MLServer custom runtime: the recs SavedModel's serving signature behind the v2 protocol.
+"""Seldon MLServer custom runtime: the recs checkpoint (id lookups, then the SavedModel), v2 protocol.
 
 MLServer's adaptive batching (``max_batch_size``/``max_batch_time`` in model-settings.json,
 written by compare.py) merges concurrent v2 requests along the first dimension before
@@ -7,30 +7,26 @@ written by compare.py) merges concurrent v2 requests along the first dimension b
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from pathlib import Path
 
-import numpy as np
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
-DTYPES = {"day_of_week": np.int64, "hotel_id": np.int64, "hotel_price": np.float32}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recs_model import RecsModel  # benchmarks/peers, beside this folder
 
 
 class SavedModelRuntime(MLModel):
     async def load(self) -> bool:
-        import tensorflow as tf
-
         uri = self.settings.parameters.uri if self.settings.parameters else None
-        self._signature: Any = tf.saved_model.load(uri).signatures["serving_default"]
+        self._model = RecsModel(str(uri))
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        inputs = {
-            i.name: NumpyCodec.decode_input(i).reshape(-1).astype(DTYPES.get(i.name, object))
-            for i in payload.inputs
-        }
-        probability = self._signature(**inputs)["probability"].numpy()
+        inputs = {i.name: NumpyCodec.decode_input(i).reshape(-1) for i in payload.inputs}
+        probability = self._model(inputs)
         return InferenceResponse(
             model_name=self.name, outputs=[NumpyCodec.encode_output("probability", probability)]
         )
