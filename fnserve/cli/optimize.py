@@ -9,7 +9,7 @@ from rich.table import Table
 
 from fnserve.cli.common import cli_error, console, load_settings, out
 from fnserve.optimize import OptimizeError
-from fnserve.optimize.pipeline import Refused, Result, Row
+from fnserve.optimize.pipeline import Refused, Result
 from fnserve.runtime.errors import FnError
 
 
@@ -63,35 +63,53 @@ def optimize_command(
 
 
 def comparison(result: Result) -> Table:
-    """The table of base and variant: format, size, metrics, speed, and how far the gate metric drops."""
+    """Base and variant side by side, one row per measure (format, size, each metric, speed) and
+    the change; the gate metric's row says how far it drops. One row per measure keeps the table
+    narrow however many metrics (the tagger has one F1 per label)."""
     names = sorted({*result.base.metrics, *result.variant.metrics}, key=_metric_order(result))
-    gate = f"drop ({result.gate}, limit {result.max_drop:g})" if result.gate else "drop"
+    base, variant = result.base, result.variant
     table = Table(
-        "", "format", "size", *names, "batch-1 p50 ms", f"preds/s @ {result.base.max_batch_size}", gate,
-        title=f"{result.name}: {result.technique} of version {result.base.version}",
+        "", f"base (v{base.version})", f"variant ({variant.format})", "change",
+        title=f"{result.name}: {result.technique} of version {base.version}",
         caption="\n".join(result.notes) or None,
     )  # fmt: skip
-    table.add_row("base", *_cells(result.base, names), "")
-    if result.drop_points is None:
-        drop = "not measured"
-    else:
-        over = result.drop_points > result.max_drop
-        drop = (
-            f"[bold red]{result.drop_points:+.2f} points[/]" if over else f"{result.drop_points:+.2f} points"
-        )
-    table.add_row("variant", *_cells(result.variant, names), drop)
+    table.add_row("format", base.format, variant.format, "")
+    table.add_row(
+        "size", _mb(base.size_bytes), _mb(variant.size_bytes), _times(variant.size_bytes, base.size_bytes)
+    )
+    for name in names:
+        here, there = base.metrics.get(name), variant.metrics.get(name)
+        change = "" if here is None or there is None else f"{(there - here) * 100:+.2f} points"
+        if name == result.gate:
+            name = f"{name} (gate: drop ≤ {result.max_drop:g})"
+            if result.drop_points is None:
+                change = "not measured"
+            else:
+                change = f"{change}, drop {result.drop_points:.2f}"
+                if result.drop_points > result.max_drop:
+                    change = f"[bold red]{change}[/]"
+        table.add_row(name, _metric(here), _metric(there), change)
+    table.add_row(
+        "batch-1 p50 ms", f"{base.p50_batch1_ms:.3f}", f"{variant.p50_batch1_ms:.3f}",
+        _times(variant.p50_batch1_ms, base.p50_batch1_ms),
+    )  # fmt: skip
+    table.add_row(
+        f"preds/s @ {base.max_batch_size}", f"{base.preds_per_s:,.0f}", f"{variant.preds_per_s:,.0f}",
+        _times(variant.preds_per_s, base.preds_per_s),
+    )  # fmt: skip
     return table
 
 
-def _cells(row: Row, names: list[str]) -> list[str]:
-    metrics = [f"{row.metrics[n]:.4f}" if n in row.metrics else "-" for n in names]
-    return [
-        row.format,
-        f"{row.size_bytes / 1e6:.2f} MB",
-        *metrics,
-        f"{row.p50_batch1_ms:.3f}",
-        f"{row.preds_per_s:,.0f}",
-    ]
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB"
+
+
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _times(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else ""
 
 
 def _metric_order(result: Result) -> Callable[[str], tuple[bool, bool, str]]:

@@ -114,7 +114,7 @@ def optimize(
     store = CheckpointStore(
         settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
     )
-    base_version = store.resolve(checkpoint, from_version)
+    base_version = _base_version(store, checkpoint, from_version, say)
     say(f"{name}: fetching version {base_version}")
     base = ServedFunction(found, store, str(base_version))
     loaded = base.load()
@@ -181,6 +181,29 @@ def optimize(
         version = store.publish(checkpoint, out_dir, metadata=metadata)
     say(f"{name}: published version {version} ({technique} of version {base_version})")
     return Result(**{**result.__dict__, "published_version": version})
+
+
+def _base_version(
+    store: CheckpointStore, checkpoint: str, from_version: str | int, say: Callable[[str], object]
+) -> int:
+    """The version to optimize: ``--from``, where ``latest`` made by ``fn optimize`` means the
+    trained version it was made from (a variant of a variant is refused: it would compound the
+    losses, measured against a base that is not the trained model)."""
+    version = store.resolve(checkpoint, from_version)
+    lineage = store.manifest(checkpoint, version).metadata.get("lineage") or {}
+    technique, base = lineage.get("technique"), lineage.get("base_version")
+    if technique is None or technique == "precompute" or not isinstance(base, int):
+        return version
+    if str(from_version) == "latest":
+        say(
+            f"{checkpoint}: the latest version, {version}, is a {technique} variant of version "
+            f"{base}: optimizing {base}"
+        )
+        return _base_version(store, checkpoint, base, say)
+    raise OptimizeError(
+        f"{checkpoint} version {version} is already a {technique} variant of version {base}: "
+        f"optimize the version it was made from (--from {base})"
+    )
 
 
 def _find(name: str, targets: Iterable[str | Path]) -> FoundFunction:

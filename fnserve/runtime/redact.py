@@ -56,6 +56,8 @@ _SECRET_PARTS = (
 # ... or one of its words is one of these, or ends in "key" (access_key, AccountKey, X-Api-Key).
 _SECRET_WORDS = {"sig", "pwd", "pass", "auth", "sas", "key"}
 
+_SHELL_DIRECTORIES = frozenset({"PWD", "OLDPWD"})
+
 _URL_RE = re.compile(r"(?<![\w+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`]+")
 # "KEY:SECRET@bucket" without its scheme, as a library quotes a bucket or host name it rejects.
 _BARE_USERINFO_RE = re.compile(r"(?<![\w.%+~:/-])[\w.%+~-]+:[^\s@/'\"<>]+@(?=[\w\[])")
@@ -156,6 +158,8 @@ def secret_values(
     for key, value in (options or {}).items():
         found |= _value_secrets(value, secret=is_secret_name(str(key)))
     for key, value in (environ or {}).items():
+        if key in _SHELL_DIRECTORIES:
+            continue  # "pwd" names a password elsewhere; the shell's PWD is the working directory
         if is_secret_name(key) and len(value) >= MIN_ENV_SECRET_CHARS:
             found.add(value)
         else:

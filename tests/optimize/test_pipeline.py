@@ -128,3 +128,16 @@ def test_an_unknown_function_or_technique_is_refused(project: Settings) -> None:
         optimize(project, "nope", "freeze")
     with pytest.raises(OptimizeError, match="unknown technique 'prune'"):
         optimize(project, "optimizable", "prune")
+
+
+def test_latest_made_by_fn_optimize_means_its_base_and_a_named_variant_is_refused(project: Settings) -> None:
+    _publish(project)
+    said: list[str] = []
+    optimize(project, "optimizable", "quantize-float16", speed=FAST)
+    second = optimize(project, "optimizable", "quantize-dynamic", speed=FAST, progress=said.append)
+    assert second.base.version == 1 and second.published_version == 3
+    assert any("is a quantize-float16 variant of version 1: optimizing 1" in line for line in said)
+    with pytest.raises(
+        OptimizeError, match=r"version 2 is already a quantize-float16 variant .* \(--from 1\)"
+    ):
+        optimize(project, "optimizable", "freeze", from_version="2", speed=FAST)

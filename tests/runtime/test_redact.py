@@ -201,6 +201,8 @@ def test_secret_values_come_from_urls_options_and_the_environment() -> None:
             "AWS_SECRET_ACCESS_KEY": "env-secret-value",
             "XDG_SESSION_CLASS": "user",  # short: an ordinary word, not taken
             "HOME": "/home/someone",
+            "PWD": "/work/project",  # the shell's working directory, not a password
+            "OLDPWD": "/work",
             "FNSERVE_DATA": "https://u:data-pass@host/d",
         },
     )
