@@ -190,7 +190,9 @@ class Trained:
         self.checkpoint = CheckpointStore(store_url, cache_dir=workdir / "cache").fetch(name)
         self.metrics = self.checkpoint.manifest.metadata["metrics"]
         self.module = load_file(name, "predict.py")
-        self.model = self.module.load(str(self.checkpoint.path))
+        self.model = getattr(self.module, name).__fnserve__.loader(
+            str(self.checkpoint.path)
+        )  # its own loader
 
 
 @pytest.fixture(scope="module")

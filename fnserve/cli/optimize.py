@@ -70,7 +70,8 @@ def comparison(result: Result) -> Table:
     base, variant = result.base, result.variant
     table = Table(
         "", f"base (v{base.version})", f"variant ({variant.format})", "change",
-        title=f"{result.name}: {result.technique} of version {base.version}",
+        title=f"{result.name}: {result.technique} of version {base.version}"
+        + (f" (gate: {result.gate} drops ≤ {result.max_drop:g} points)" if result.gate else ""),
         caption="\n".join(result.notes) or None,
     )  # fmt: skip
     table.add_row("format", base.format, variant.format, "")
@@ -81,13 +82,11 @@ def comparison(result: Result) -> Table:
         here, there = base.metrics.get(name), variant.metrics.get(name)
         change = "" if here is None or there is None else f"{(there - here) * 100:+.2f} points"
         if name == result.gate:
-            name = f"{name} (gate: drop ≤ {result.max_drop:g})"
+            name = f"{name} (gate)"
             if result.drop_points is None:
                 change = "not measured"
-            else:
-                change = f"{change}, drop {result.drop_points:.2f}"
-                if result.drop_points > result.max_drop:
-                    change = f"[bold red]{change}[/]"
+            elif result.drop_points > result.max_drop:
+                change = f"[bold red]{change} (drops {result.drop_points:.2f})[/]"
         table.add_row(name, _metric(here), _metric(there), change)
     table.add_row(
         "batch-1 p50 ms", f"{base.p50_batch1_ms:.3f}", f"{variant.p50_batch1_ms:.3f}",
