@@ -7,6 +7,7 @@ can take the process's memory.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -174,11 +175,32 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
 
 
+DRAIN_BYTES = 1 << 20  # an unread body up to this is read before the answer; a larger one closes
+DRAIN_TIMEOUT_S = 5.0
+
+
+async def _drain(receive: Receive, unread: Callable[[], bool]) -> None:
+    """Read and drop the rest of a request body the app did not read (bounded in time: a client
+    that stops sending loses its connection, as hypercorn would close it anyway)."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while unread():
+                await receive()
+    except TimeoutError:
+        pass
+
+
 class RequestContext:
     """ASGI middleware: request ids, the in-flight count for draining, and a last-resort 500.
 
     A request id (the caller's ``X-Request-ID`` or a new one) is echoed on every response and
     logged with any failure, so an error body can stay free of stack traces and paths.
+
+    A request answered before its body was read (a 404, a 405, a 413 by Content-Length) keeps its
+    connection usable: a body of at most ``DRAIN_BYTES`` is read to its end before the answer goes
+    out (hypercorn closes a connection whose request is unfinished when its answer ends, and a
+    client that was told nothing sends its next request into the closed socket); a larger or
+    unbounded one is answered with ``Connection: close`` so the client opens a new connection.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]):
@@ -189,21 +211,38 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope.get("headers", []))
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 64 and given.isprintable() else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
+        declared = headers.get(b"content-length")
+        unread = b"transfer-encoding" in headers or (declared is not None and declared != b"0")
+        drainable = unread and declared is not None and declared.isdigit() and int(declared) <= DRAIN_BYTES
+
+        async def receive_tracked() -> Message:
+            nonlocal unread
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread = False
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if unread:
+                    if drainable:  # before the answer: hypercorn ends the exchange with its last byte
+                        await _drain(receive_tracked, lambda: unread)
+                    if unread:
+                        extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_tracked if unread else receive, send_with_id)
         except Exception:
             log.exception(
                 "request %s %s failed (request id %s)", scope.get("method"), scope.get("path"), request_id

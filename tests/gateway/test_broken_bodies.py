@@ -17,6 +17,7 @@ from tests.support.gateways import TOKEN, RunningGateway, deployment, running_ga
 from tests.support.rawhttp import (
     assert_no_traceback,
     half_closed_answer,
+    parse_head,
     read_answer,
     read_until_closed,
 )
@@ -90,3 +91,32 @@ def test_the_gateway_closes_a_connection_its_client_closed(gw: RunningGateway) -
         assert read_answer(client).startswith(b"HTTP/1.1 200")
         client.shutdown(socket.SHUT_WR)
         assert read_until_closed(client) == b""
+
+
+def test_an_answer_given_before_the_body_arrived_keeps_the_connection(gw: RunningGateway) -> None:
+    """A 404 sent before the caller's body arrived (as a client writing head and body in two
+    writes makes likely on a busy machine): the body is read after it, the connection serves on."""
+    with socket.create_connection(("127.0.0.1", port(gw))) as client:
+        client.sendall(b"POST /function/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+        time.sleep(0.2)  # the gateway knows its answer by now
+        client.sendall(b'{"x": 4}')
+        first = read_answer(client)
+        client.sendall(b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+        time.sleep(0.2)
+        client.sendall(b"{}")
+        second = read_answer(client)
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        third = read_answer(client)
+    assert first.startswith(b"HTTP/1.1 404") and b"no function named 'nope'" in first
+    assert second.startswith(b"HTTP/1.1 404")
+    assert third.startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_too_large_to_read_is_refused_with_connection_close(gw: RunningGateway) -> None:
+    with socket.create_connection(("127.0.0.1", port(gw))) as client:
+        client.sendall(POST + f"Content-Length: {128 * 1024 * 1024}\r\n\r\n".encode() + b"x" * 1000)
+        head, _, _ = read_answer(client).partition(b"\r\n\r\n")
+        rest = read_until_closed(client)
+    status, headers = parse_head(head)
+    assert status == 413 and headers["connection"] == "close"
+    assert rest == b""  # and the server closed its side: the client's next request opens a new one

@@ -33,12 +33,19 @@ def read_answer(client: socket.socket) -> bytes:
     client.settimeout(5)
     raw = b""
     while b"\r\n\r\n" not in raw:
-        raw += client.recv(65536)
+        raw += _more(client, raw)
     head, _, body = raw.partition(b"\r\n\r\n")
     length = int(parse_head(head)[1]["content-length"])
     while len(body) < length:
-        body += client.recv(65536)
-    return raw
+        body += _more(client, raw + body)
+    return head + b"\r\n\r\n" + body
+
+
+def _more(client: socket.socket, so_far: bytes) -> bytes:
+    chunk = client.recv(65536)
+    if not chunk:
+        raise AssertionError(f"the server closed the connection after {len(so_far)} bytes of an answer")
+    return chunk
 
 
 def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
