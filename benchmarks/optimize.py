@@ -84,6 +84,7 @@ def main() -> None:
 def _versions(store: CheckpointStore, function: str, base: int | None) -> dict[int, dict[str, Any]]:
     """The base version and every non-table variant made from it, with what their manifests say."""
     rows: dict[int, dict[str, Any]] = {}
+    base_metric = None
     published = store.versions(function)
     manifests = {v: store.manifest(function, v) for v in published}
     if base is None:
@@ -99,9 +100,16 @@ def _versions(store: CheckpointStore, function: str, base: int | None) -> dict[i
             continue
         rows[version] = {
             "technique": lineage.get("technique", "float32 (trained)"),
-            "bytes": sum(entry.size for entry in manifest.files.values()),
+            # the model's own files: not the evaluation data, reference and manifest fnserve adds
+            "bytes": sum(e.size for path, e in manifest.files.items() if not path.startswith("fnserve-")),
+            "folder_bytes": sum(entry.size for entry in manifest.files.values()),
             "metric": manifest.metadata.get("metrics", {}).get(METRIC[function]),
         }
+        measured_base = (manifest.metadata.get("optimize") or {}).get("base", {}).get("metrics", {})
+        if METRIC[function] in measured_base:  # the trained version, as fn optimize evaluated it
+            base_metric = measured_base[METRIC[function]]
+    if rows[base]["metric"] is None:
+        rows[base]["metric"] = base_metric
     if len(rows) < 2:
         raise SystemExit(
             f"no variant of {function} version {base}: run `fn optimize {function} --quantize int8`"
@@ -151,10 +159,10 @@ def _in_process(
                 fn.call(large, batch)
                 calls += 1
             measured["large_pred_per_s"][version].append(calls * batch / (time.perf_counter() - started))
-        b1, large = measured["batch1_p50_ms"], measured["large_pred_per_s"]
+        b1, big = measured["batch1_p50_ms"], measured["large_pred_per_s"]
         print(
             f"in-process round {round_ + 1}: "
-            + ", ".join(f"v{v} {b1[v][-1]:.3f} ms / {large[v][-1]:,.0f} pred/s" for v in versions),
+            + ", ".join(f"v{v} {b1[v][-1]:.3f} ms / {big[v][-1]:,.0f} pred/s" for v in versions),
             flush=True,
         )
     return measured, batch
@@ -236,7 +244,7 @@ def _report(function: str, results: dict[str, Any]) -> None:
     batch = results["batch"]
     metric = METRIC[function]
     header = (
-        f"| version | technique | bytes | vs float32 | {metric} | batch-1 p50 ms | vs float32 "
+        f"| version | technique | model bytes | vs float32 | {metric} | batch-1 p50 ms | vs float32 "
         f"| pred/s @{batch} | vs float32 |"
     )
     if served:
