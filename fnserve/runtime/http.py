@@ -179,15 +179,28 @@ DRAIN_BYTES = 1 << 20  # an unread body up to this is read before the answer; a 
 DRAIN_TIMEOUT_S = 5.0
 
 
-async def _drain(receive: Receive, unread: Callable[[], bool]) -> None:
-    """Read and drop the rest of a request body the app did not read (bounded in time: a client
-    that stops sending loses its connection, as hypercorn would close it anyway)."""
-    try:
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            while unread():
-                await receive()
-    except TimeoutError:
-        pass
+class _Body:
+    """Whether a request's body is still unread, seen through the ``receive`` handed to the app."""
+
+    def __init__(self, receive: Receive):
+        self._receive = receive
+        self.unread = True
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.unread = False
+        return message
+
+    async def drain(self) -> None:
+        """Read and drop what the app left unread (bounded in time: a client that stops sending
+        loses its connection, as hypercorn would close it anyway)."""
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while self.unread:
+                    await self.receive()
+        except TimeoutError:
+            pass
 
 
 class RequestContext:
@@ -217,32 +230,26 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
         declared = headers.get(b"content-length")
-        unread = b"transfer-encoding" in headers or (declared is not None and declared != b"0")
-        drainable = unread and declared is not None and declared.isdigit() and int(declared) <= DRAIN_BYTES
-
-        async def receive_tracked() -> Message:
-            nonlocal unread
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                unread = False
-            return message
+        has_body = b"transfer-encoding" in headers or (declared is not None and declared != b"0")
+        request_body = _Body(receive) if has_body else None
+        drainable = declared is not None and declared.isdigit() and int(declared) <= DRAIN_BYTES
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 extra = [(b"x-request-id", request_id.encode())]
-                if unread:
+                if request_body is not None and request_body.unread:
                     if drainable:  # before the answer: hypercorn ends the exchange with its last byte
-                        await _drain(receive_tracked, lambda: unread)
-                    if unread:
+                        await request_body.drain()
+                    if request_body.unread:
                         extra.append((b"connection", b"close"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         self.in_flight += 1
         try:
-            await self.app(scope, receive_tracked if unread else receive, send_with_id)
+            await self.app(scope, receive if request_body is None else request_body.receive, send_with_id)
         except Exception:
             log.exception(
                 "request %s %s failed (request id %s)", scope.get("method"), scope.get("path"), request_id

@@ -95,7 +95,8 @@ def test_the_gateway_closes_a_connection_its_client_closed(gw: RunningGateway) -
 
 def test_an_answer_given_before_the_body_arrived_keeps_the_connection(gw: RunningGateway) -> None:
     """A 404 sent before the caller's body arrived (as a client writing head and body in two
-    writes makes likely on a busy machine): the body is read after it, the connection serves on."""
+    writes makes likely on a busy machine): the body is read before it goes out, and the
+    connection serves on."""
     with socket.create_connection(("127.0.0.1", port(gw))) as client:
         client.sendall(b"POST /function/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
         time.sleep(0.2)  # the gateway knows its answer by now

@@ -33,18 +33,18 @@ def read_answer(client: socket.socket) -> bytes:
     client.settimeout(5)
     raw = b""
     while b"\r\n\r\n" not in raw:
-        raw += _more(client, raw)
+        raw += _more(client, len(raw))
     head, _, body = raw.partition(b"\r\n\r\n")
     length = int(parse_head(head)[1]["content-length"])
     while len(body) < length:
-        body += _more(client, raw + body)
+        body += _more(client, len(head) + 4 + len(body))
     return head + b"\r\n\r\n" + body
 
 
-def _more(client: socket.socket, so_far: bytes) -> bytes:
+def _more(client: socket.socket, received: int) -> bytes:
     chunk = client.recv(65536)
     if not chunk:
-        raise AssertionError(f"the server closed the connection after {len(so_far)} bytes of an answer")
+        raise AssertionError(f"the server closed the connection after {received} bytes of an answer")
     return chunk
 
 
