@@ -23,6 +23,7 @@ Images: `double` is built from tests/support/fns/double with the python template
     .venv/bin/python benchmarks/gateway.py --function recs      # the example model (train it first)
     .venv/bin/python benchmarks/gateway.py --seconds 3 --cold-starts 3
     .venv/bin/python benchmarks/gateway.py --target docker --function recs --cold-starts 0
+    .venv/bin/python benchmarks/gateway.py --cold-starts 0 --shadow 0.1 --shadow 1   # what shadowing costs
 
 Targets (issue 5): at most +1 ms on p50 at concurrency 1; at least 70% of the direct throughput
 at concurrency 64. Results are printed and written to .bench/results/gateway-<time>.json.
@@ -297,6 +298,53 @@ def overhead(bench: Bench | DockerBench, query: str, seconds: int, rounds: int) 
     return best
 
 
+def shadow_cost(bench: Bench, query: str, seconds: int, rounds: int, fraction: float) -> dict[str, Any]:
+    """The gateway's CPU per caller request at concurrency 64 while a rollout's shadow stage copies
+    ``fraction`` of the requests to a candidate, against the same rollout paused (no copies), in
+    alternation. The candidate is version 2 of the same function, its replica pinned beside the first."""
+    policy = {
+        "stages": [{"shadow": True, "requests": 10**9}, {"weight": 100}],  # stays in shadow while measured
+        "shadow_fraction": fraction,
+    }
+    body = {"version": "2", "image": str(bench.folder), "policy": policy}
+    bench.admin.put(f"/admin/functions/{bench.function}", json=body).raise_for_status()
+    deadline = time.monotonic() + 180
+    while True:
+        versions = {v["version"]: v for v in bench.status()["versions"]}
+        ready = [r for r in versions["2"]["replicas"] if r["ready"]]
+        if ready:
+            pin(int(ready[0]["id"]), REPLICA_CORE)
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the candidate's replica did not become ready; see {WORK / 'gateway.log'}")
+        time.sleep(0.2)
+    url = f"{bench.url}/function/{bench.function}?{query}"
+    runs: dict[str, list[dict[str, float]]] = {"paused": [], "shadow": []}
+    for _ in range(rounds):
+        for mode in ("paused", "shadow"):
+            change = {"paused": mode == "paused"}
+            bench.admin.post(f"/admin/functions/{bench.function}/rollout", json=change).raise_for_status()
+            wrk(url, 64, 1)  # warm-up: the mode's first copies
+            copies_before = bench.status()["rollout"]["window"]["shadow"]["copies"] if mode == "shadow" else 0
+            before = bench.gateway_cpu_s()
+            run = wrk(url, 64, seconds)
+            run["cpu_us"] = (bench.gateway_cpu_s() - before) / (run["rps"] * seconds) * 1e6
+            if mode == "shadow":
+                copied = bench.status()["rollout"]["window"]["shadow"]["copies"] - copies_before
+                run["copied_share"] = copied / (run["rps"] * seconds)
+            runs[mode].append(run)
+    # the CPU's speed drifts between rounds: each round's ratio, then the median of those
+    ratios = [s["cpu_us"] / p["cpu_us"] for p, s in zip(runs["paused"], runs["shadow"], strict=True)]
+    return {
+        "fraction": fraction,
+        "paused_cpu_us": statistics.median(r["cpu_us"] for r in runs["paused"]),
+        "shadow_cpu_us": statistics.median(r["cpu_us"] for r in runs["shadow"]),
+        "extra": statistics.median(ratios) - 1,
+        "round_ratios": [round(r, 3) for r in ratios],
+        "runs": runs,
+    }
+
+
 def cold_starts(bench: Bench | DockerBench, query: str, count: int) -> list[dict[str, Any]]:
     """Scale to zero after 1 s idle, then time the request that wakes the function; ``count`` times."""
     bench.admin.post(
@@ -357,7 +405,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of direct and gateway")
     parser.add_argument("--cold-starts", type=int, default=5, help="scale-from-zero runs (0: none)")
+    parser.add_argument(
+        "--shadow",
+        type=float,
+        action="append",
+        metavar="FRACTION",
+        help="local: also the gateway's CPU per request while a rollout shadows FRACTION of the traffic "
+        "(repeatable; target: at most 10%% extra at the policy's default 0.1)",
+    )
     args = parser.parse_args()
+    if args.shadow and args.target != "local":
+        raise SystemExit("--shadow measures the local target's gateway")
     if not shutil.which("wrk") or not shutil.which("taskset"):
         raise SystemExit("this benchmark needs wrk and taskset (apt-get install -y wrk util-linux)")
     folder, query = FUNCTIONS[args.function]
@@ -367,10 +425,25 @@ def main() -> None:
         bench.start()
         best = overhead(bench, query, args.seconds, args.rounds)
         starts = cold_starts(bench, query, args.cold_starts) if args.cold_starts else []
+        shadows = []
+        for fraction in args.shadow or []:
+            assert isinstance(bench, Bench)
+            if shadows:  # the candidate of the last measurement is rolled back first
+                bench.admin.post(f"/admin/functions/{bench.function}/rollback").raise_for_status()
+            shadows.append(shadow_cost(bench, query, args.seconds, args.rounds, fraction))
     finally:
         bench.stop()
     load_after = os.getloadavg()
     summary = report(args.function, args.target, best, starts)
+    for s in shadows:
+        verdict = "PASS" if s["extra"] <= 0.10 or s["fraction"] > 0.1 else "FAIL"
+        print(
+            f"shadowing {s['fraction']:.0%} of the traffic: gateway CPU {s['shadow_cpu_us']:.0f} vs "
+            f"{s['paused_cpu_us']:.0f} us per request paused (medians), {s['extra']:+.1%} "
+            f"(median of the rounds' ratios {s['round_ratios']})"
+            + (f" (target <= +10%: {verdict})" if s["fraction"] <= 0.1 else "")
+        )
+    summary["shadow"] = [{k: v for k, v in s.items() if k != "runs"} for s in shadows]
     summary["loadavg_before"], summary["loadavg_after"] = load_before, load_after
     if isinstance(bench, DockerBench):
         summary["image"], summary["pinned_cpus"] = bench.image, bench.pinned
@@ -388,6 +461,7 @@ def main() -> None:
         "summary": summary,
         "runs": best,
         "cold_starts": starts,
+        "shadow": shadows,
     }
     out.write_text(json.dumps(record, indent=2))
     print(f"\nraw results: {out.relative_to(ROOT)}")

@@ -55,6 +55,7 @@ def deploy(
 
     ``options``: ``version``, ``checkpoint_version``, ``weight``, ``sticky_key`` as
     :func:`fnserve.gateway.deployments.deploy` takes them."""
+    check_schedule(settings, name)  # before any build: a malformed [train] schedule fails the deploy
     target = resolve_target(settings, target or running_target(settings))
     if target == "k8s":
         image = image or cluster_image(settings, name, on_output)
@@ -65,9 +66,87 @@ def deploy(
     known = {f["name"] for f in ctl.status()["functions"]}
     if image is None and ctl.target == "local" and name not in known:
         image = f"functions/{name}"
-    shown = ctl.deploy(name, image=image, scaling=dict(scaling), **options)
+    policy = rollout_policy(settings, name, options.pop("rollout", None), options.pop("rollout_stages", None))
+    if policy and not options.get("checkpoint_version"):  # a numbered stable: new checkpoints are candidates
+        newest = _newest_checkpoint(settings, name)
+        if newest is not None:
+            options["checkpoint_version"] = str(newest)
+    shown = ctl.deploy(name, image=image, scaling=dict(scaling), policy=policy, **options)
     on_output(f"deployed {name} through {ctl.via}")
     return shown
+
+
+def rollout_policy(
+    settings: ProjectSettings, name: str, enabled: bool | None, stages: str | None
+) -> dict[str, Any] | bool | None:
+    """The policy ``fn deploy`` sends: ``[rollout]`` of the function's ``function.toml`` (checked
+    here, so a malformed one fails the deploy naming the key), with ``--rollout-stages`` in place of
+    its stages; ``--no-rollout`` (``enabled=False``) removes it; None when there is none to send.
+
+    ``stages``: ``"shadow:200,10:200,50:200,100"`` — ``shadow`` or a weight, each with the
+    requests its window needs (the last, 100, is the promotion)."""
+    from fnserve.gateway.rollout import SECTION, RolloutPolicy
+    from fnserve.runtime.config import function_section
+
+    if enabled is False:
+        if stages:
+            raise DeployFailed("--no-rollout and --rollout-stages contradict each other: give one")
+        return False
+    table, where = function_section(settings.project_dir / "functions" / name / "predict.py", SECTION)
+    if not table and not stages and not enabled:
+        return None
+    policy = dict(table)
+    if stages:
+        policy["stages"] = _stages_flag(stages)
+        where = f"--rollout-stages {stages!r} with {where}"
+    try:
+        return RolloutPolicy.from_table(policy, where=where).to_dict()
+    except ConfigError as exc:
+        raise DeployFailed(exc.message) from None
+
+
+def _stages_flag(text: str) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for part in (p.strip() for p in text.split(",")):
+        kind, _, requests = part.partition(":")
+        stage: dict[str, Any] = {"shadow": True} if kind == "shadow" else {}
+        if kind != "shadow":
+            if not kind.isdigit():
+                raise DeployFailed(
+                    f"--rollout-stages: {part!r} is not 'shadow[:N]' or 'WEIGHT[:N]' "
+                    "(e.g. shadow:200,10:200,100)"
+                )
+            stage["weight"] = int(kind)
+        if requests:
+            if not requests.isdigit():
+                raise DeployFailed(f"--rollout-stages: {part!r}: the requests after ':' must be a number")
+            stage["requests"] = int(requests)
+        stages.append(stage)
+    return stages
+
+
+def _newest_checkpoint(settings: ProjectSettings, name: str) -> int | None:
+    from fnserve.runtime.store import CheckpointStore
+
+    store = CheckpointStore(
+        settings.store, storage_options=settings.storage_options, cache_dir=settings.cache_dir
+    )
+    try:
+        return store.latest(name)
+    except FnError:
+        return None  # the store is not reachable from here: the version follows latest
+
+
+def check_schedule(settings: ProjectSettings, name: str) -> None:
+    """``[train]`` of the function's ``function.toml``, checked as the CronJob and the gateway's
+    scheduler read it: a malformed schedule is a :class:`DeployFailed` naming the key and what was
+    expected."""
+    from fnserve.gateway.schedule import scheduled_training
+
+    try:
+        scheduled_training(settings.project_dir, name)
+    except ValueError as exc:  # a ScheduleError (a ConfigError), or a name that breaks the rule
+        raise DeployFailed(str(exc)) from None
 
 
 def resolve_target(

@@ -165,6 +165,42 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
+# --- a PostgreSQL server (tests marked `postgres`) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the test PostgreSQL server (scripts/ensure-postgres). Missing: skipped locally
+    (saying why), a failure in CI."""
+    import os
+
+    from tests.support.postgres import PostgresUnavailable, server_url
+
+    try:
+        return server_url()
+    except PostgresUnavailable as exc:
+        message = f"{exc}; or leave these tests out with -m 'not postgres'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs the PostgreSQL tests, but {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres(postgres_server: str) -> Iterator[Any]:
+    """A fresh schema on the test server (a :class:`tests.support.postgres.Scratch`), dropped after."""
+    from tests.support.postgres import scratch_schema
+
+    with scratch_schema(postgres_server) as scratch:
+        yield scratch
+
+
+@pytest.fixture(autouse=True)
+def _postgres_marker_needs_server(request: pytest.FixtureRequest) -> None:
+    """Every test marked `postgres` gets the server (so it skips, or fails in CI, when there is none)."""
+    if request.node.get_closest_marker("postgres"):
+        request.getfixturevalue("postgres_server")
+
+
 @pytest.fixture(scope="session")
 def example_images(docker_engine: Any) -> dict[str, Any]:
     """The repository's example functions built once per session: ``{"recs": BuildResult, ...}``.

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from fnserve.runtime.store import CheckpointStore
+from fnserve.runtime.training import TrainContext
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
@@ -106,7 +107,10 @@ def test_bookings_parquet_round_trip(recs_train: ModuleType, tmp_path: Path) -> 
     data = recs_train.generate_bookings(500)
     url = (tmp_path / "data" / "bookings.parquet").as_uri()
     recs_train.write_bookings(data, url)
-    read = recs_train.read_bookings(url)
+    ctx = TrainContext.from_env(
+        {"FNSERVE_DATA": url, "FNSERVE_PROJECT": str(tmp_path)}, default_function="recs"
+    )
+    read = recs_train.read_bookings(ctx)
     assert set(read) == {*recs_train.COLUMNS, "booked"}
     for name, column in read.items():
         assert column.dtype == data[name].dtype, name

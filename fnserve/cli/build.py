@@ -264,7 +264,9 @@ def container_options(func: F) -> F:
         click.option("--k8s-job", is_flag=True, help="Print the Kubernetes Job that trains in the image."),
         click.option("--schedule", help="With --k8s-job: a CronJob on this cron schedule, e.g. '0 3 * * *'."),
         click.option("--image", help="With --k8s-job: the image reference (default: this build's tag)."),
-        click.option("--secret", help="With --k8s-job: Secret holding storage credentials (envFrom)."),
+        click.option(
+            "--secret", help="With --k8s-job: Secret holding storage and database credentials (envFrom)."
+        ),
     ]
 
     @functools.wraps(func)

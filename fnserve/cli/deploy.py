@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from fnserve import deploy as library
+from fnserve.cli import retraining
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.gateway.control import Control, connect, running_target
 from fnserve.gateway.split import parse_weights
@@ -89,6 +90,18 @@ def gateway_command(host: str | None, port: int | None, target: str | None) -> N
 @click.option(
     "--sticky-key", default=None, help="Header or query parameter that keeps a caller on one version."
 )
+@click.option(
+    "--rollout/--no-rollout",
+    default=None,
+    help="New versions become candidates judged in stages ([rollout] of function.toml; default: "
+    "on when it has one), or take their weight at once.",
+)
+@click.option(
+    "--rollout-stages",
+    default=None,
+    metavar="STAGES",
+    help="The rollout's stages, e.g. shadow:200,10:200,50:200,100 (requests per stage after ':').",
+)
 @click.option("--dry-run", is_flag=True, help="k8s: print the objects it would apply, apply nothing.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", help="With --dry-run.")
 @user_errors
@@ -113,6 +126,7 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
     dry_run, output = options.pop("dry_run"), options.pop("output")
     settings = load_settings()
     if dry_run:
+        options.pop("rollout"), options.pop("rollout_stages")  # the gateway's, not a Kubernetes object
         if library.resolve_target(settings, target or running_target(settings)) != "k8s":
             raise click.UsageError("--dry-run prints Kubernetes objects: use it with --target k8s")
         text = library.dry_run(settings, name, output=output, image=image, scaling=scaling, **options)
@@ -257,6 +271,75 @@ def print_status(functions: list[dict[str, Any]]) -> None:
                 cold_text if first else "",
             )
     out.print(table)
+    print_rollouts(functions)
+    for line in (line for f in functions for line in retraining.lines(f)):  # [train] schedule
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_rollouts(functions: list[dict[str, Any]], *, events: int = 3) -> None:
+    """Each function's rollout: its stage, the stage's evidence so far, the last decisions."""
+    for f in functions:
+        rollout = f.get("rollout")
+        if not rollout:
+            continue
+        head = f"{f['name']}: rollout of version {rollout['candidate']} (stable {rollout['stable']}): "
+        if rollout["status"] == "active":
+            state = "paused, " if rollout["paused"] else ""
+            head += f"{state}stage {rollout['stage_number']}/{rollout['stages']}, {rollout['stage_describe']}"
+            window = rollout.get("window")
+            if window:
+                head += f"; {window['observations']} observed in {window['seconds']:g}s"
+        else:
+            head += f"{rollout['status']}: {rollout['reason']}"
+        out.print(head, markup=False, highlight=False, soft_wrap=True)
+        for entry in f.get("events", [])[-events:]:
+            when = time.strftime("%H:%M:%S", time.localtime(entry["at"]))
+            out.print(f"  {when}  {entry['message']}", markup=False, highlight=False, soft_wrap=True)
+
+
+@click.command("rollout")
+@click.argument("name")
+@click.option("--pause", "action", flag_value="pause", help="Stop taking automatic steps (weights stay).")
+@click.option(
+    "--resume", "action", flag_value="resume", help="Take automatic steps again (the stage restarts)."
+)
+@click.option("--start", "candidate", default=None, metavar="VERSION", help="Roll out a deployed version.")
+@click.option(
+    "--events", type=click.IntRange(1, 50), default=10, show_default=True, help="Decisions to show."
+)
+@user_errors
+def rollout_command(name: str, action: str | None, candidate: str | None, events: int) -> None:
+    """A function's rollout: its stage, the evidence so far and every decision; pause or resume it.
+
+    `fn promote NAME VERSION` and `fn rollback NAME` override it by hand.
+
+    \b
+    Examples:
+      fn rollout recs                 # where it stands, and the last decisions
+      fn rollout recs --pause
+      fn rollout recs --resume
+      fn rollout recs --start 2       # roll out deployed version 2 under the policy
+    """
+    if action and candidate:
+        raise click.UsageError("--start cannot be combined with --pause/--resume")
+    ctl = control()
+    if action:
+        shown = ctl.rollout(name, {"paused": action == "pause"})
+    elif candidate:
+        shown = ctl.rollout(name, {"candidate": candidate})
+    else:
+        found = [f for f in ctl.status()["functions"] if f["name"] == name]
+        if not found:
+            raise click.ClickException(f"no function named {name!r} is deployed")
+        shown = found[0]
+    if not shown.get("policy"):
+        out.print(f"{name} has no rollout policy ([rollout] in function.toml): new versions take their share")
+    elif not shown.get("rollout"):
+        out.print(f"{name}: no rollout yet; a new checkpoint or version becomes the candidate")
+    print_rollouts([shown], events=events)
+    window = (shown.get("rollout") or {}).get("window")
+    if window:
+        out.print_json(data=window)
 
 
 def _num(value: Any) -> str:
@@ -275,6 +358,7 @@ COMMANDS = [
     split_command,
     promote_command,
     rollback_command,
+    rollout_command,
     logs_command,
     delete_command,
 ]

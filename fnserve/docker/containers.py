@@ -5,8 +5,9 @@ system is touched only to check that a ``file://`` store or data set exists (and
 that training writes to).
 A ``file://`` store or data set is mounted into the container; any other URL (s3://, gs://, ...)
 is passed as it is, with the store's fsspec options as JSON and the storage credentials of this
-environment (``AWS_*``, ...) given at run time: nothing of the kind is in the image. A store on
-this machine's loopback (a local S3 endpoint) is reachable only with the host's network.
+environment (``AWS_*``, ...) given at run time: nothing of the kind is in the image. A database
+data source (``postgresql://``, ``mysql://``) gets its own credential variables the same way. A
+store or database on this machine's loopback is reachable only with the host's network.
 
 >>> access = store_access("s3://models/ckpt", {}, {"AWS_ACCESS_KEY_ID": "k", "HOME": "/root"}, writable=False)
 >>> sorted(access.environment)
@@ -27,6 +28,7 @@ from fnserve.docker_engine import ContainerSpec
 from fnserve.images import BuildError
 from fnserve.images.labels import FUNCTION_LABEL, ROLE_LABEL
 from fnserve.images.plan import CONTAINER_PORT
+from fnserve.runtime.databases import DatabaseSource, credentials, is_database_url
 from fnserve.runtime.redact import redact_url
 
 STORE_MOUNT = "/fnserve/store"
@@ -70,9 +72,19 @@ def store_access(
 
 
 def data_access(data: str | None, environ: Mapping[str, str]) -> StoreAccess:
-    """How a training container reads its data set: a local file or folder is mounted read-only."""
+    """How a training container reads its data set: a local file or folder is mounted read-only;
+    a database gets its credential variables from this environment (``PGPASSWORD``, ...), and a
+    server on this machine's loopback the host's network.
+
+    >>> access = data_access("postgresql://127.0.0.1/shop?table=t", {"PGPASSWORD": "pw", "AWS_X": "1"})
+    >>> sorted(access.environment), access.loopback
+    (['FNSERVE_DATA', 'PGPASSWORD'], True)
+    """
     if not data:
         return StoreAccess()
+    if is_database_url(data):
+        source = DatabaseSource.parse(data)
+        return StoreAccess({"FNSERVE_DATA": data, **credentials(data, environ)}, loopback=source.on_loopback)
     scheme = urlsplit(data).scheme
     if scheme in ("", "file"):
         path = Path(urlsplit(data).path if scheme else data).resolve()

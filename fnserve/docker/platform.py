@@ -9,7 +9,9 @@
 * scale: new containers start at once; one being removed is reported draining at once, gets SIGTERM
   a moment later (the gateway has stopped sending it requests by then; the runtime then finishes what
   it holds and exits) and SIGKILL only past the drain timeout. Exited ones are removed; one that
-  crashed is replaced (with a growing pause if it never got ready) and the last crash kept for logs.
+  crashed is replaced (with a growing pause if it never got ready) and the last crash kept for logs;
+* scheduled training (the gateway's ``[train] schedule``): a container of the deployed image runs
+  ``train.py`` once (:meth:`DockerPlatform.run_training`); runs are kept in ``training.jsonl`` there.
 
     platform = DockerPlatform(load_settings("."), DockerEngine.connect())
     platform.save_state(FunctionDeployment("recs", {"1": VersionDeployment("fnserve/recs:3f2a9c1b7d0e")}))
@@ -23,7 +25,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -67,6 +69,7 @@ class DockerPlatform:
         self.docker = docker or DockerSettings()
         self.project = project_id(settings.project_dir)
         self.state = StateFile(state_dir(settings.project_dir, "deploy", "docker", "state.json"))
+        self.training_log = self.state.path.with_name("training.jsonl")  # scheduled training runs
         self.kill_after_s = settings.drain_timeout_s + KILL_GRACE_S
         self.known = Tracker(stop_delay_s=stop_delay_s, kill_after_s=self.kill_after_s)
         self._lock = threading.RLock()
@@ -242,6 +245,24 @@ class DockerPlatform:
     def _remove(self, container: str) -> None:
         self.known.forget(container)
         self.engine.remove(container)
+
+    # --- scheduled training (fnserve.gateway.scheduler) -------------------------------------------
+
+    def run_training(
+        self, function: str, data: str | None, *, output: Callable[[str], None], cancel: threading.Event
+    ) -> int:
+        """``train.py`` once, in a container of the image of the function's most-weighted version
+        (:func:`fnserve.docker.training.train_image`); returns the version it published."""
+        from fnserve.docker.training import train_image
+
+        deployment = self.state.read().get(function)
+        if deployment is None:
+            raise PlatformError(f"no function named {function!r} is deployed", status=404)
+        image = max(deployment.versions.values(), key=lambda v: v.weight).image
+        with engine_errors():
+            return train_image(
+                self.settings, self.engine, image, function, data, on_output=output, cancel=cancel
+            )
 
     # --- logs and shutdown ---------------------------------------------------------------------
 

@@ -8,4 +8,6 @@ balancer.py   least outstanding requests, retry rules     split.py     weighted,
 autoscaler.py the KPA decision                            activator.py scale from zero, held requests
 service.py    the control loop                            admin.py     the token-protected admin API
 deployments.py deploy/scale/split/promote/rollback as pure functions; control.py the CLI's way in
+schedule.py   [train] schedule, checked once for CronJobs and the gateway; scheduler.py runs it (local,
+              docker), runs.py keeps its runs and metrics
 """

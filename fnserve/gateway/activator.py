@@ -28,7 +28,7 @@ from fnserve.gateway.balancer import Endpoint
 from fnserve.gateway.platform import PlatformError
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import UpstreamError
-from fnserve.runtime.errors import NotFound, Overloaded, first_line
+from fnserve.runtime.errors import FnError, NotFound, Overloaded, first_line
 from fnserve.runtime.redact import redact_text
 
 if TYPE_CHECKING:
@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("fnserve.gateway")
 WHY_TTL_S = 1.0  # requests timing out within this of each other share one "why not ready"
 WHY_TIMEOUT_S = 2.0  # the longest a timed-out request waits longer to learn why
+
+
+class VersionGone(FnError):
+    """The version a held request waited for was removed (a rolled-back candidate): the proxy
+    sends the request by the function's current split instead."""
+
+    status = 503
 
 
 async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) -> Endpoint:
@@ -54,8 +61,11 @@ async def hold(gateway: Gateway, route: FunctionRoute, version: VersionRoute) ->
         async with asyncio.timeout(options.hold_timeout_s):
             while True:
                 await version.routable.wait()
-                if gateway.functions.get(route.name) is None:
+                current = gateway.functions.get(route.name)
+                if current is None:
                     raise NotFound(f"function {route.name!r} was deleted while the request waited")
+                if current.versions.get(version.label) is not version:
+                    raise VersionGone(f"{route.name}@{version.label} was removed while the request waited")
                 endpoint = version.balancer.pick()
                 if endpoint is not None:
                     return endpoint

@@ -5,7 +5,7 @@ the next request and are saved through the platform, so a restarted gateway rout
 
 | method and path | body | does |
 | --- | --- | --- |
-| ``GET /admin/status`` | | every function: versions, weights, replicas, request rate, p99, last cold start |
+| ``GET /admin/status`` | | every function: versions, weights, replicas, rate, p99, cold start, training |
 | ``GET /admin/functions/{name}`` | | one function's status |
 | ``PUT /admin/functions/{name}`` | ``{"version", "image", "checkpoint_version", "weight", ...}`` | deploy |
 | ``POST /admin/functions/{name}/scale`` | ``{"min_replicas": 0, "max_replicas": 4, ...}`` | scaling bounds |
@@ -14,6 +14,11 @@ the next request and are saved through the platform, so a restarted gateway rout
 | ``POST /admin/functions/{name}/rollback`` | | the split before the last change |
 | ``DELETE /admin/functions/{name}`` | | remove replicas and state |
 | ``GET /admin/functions/{name}/logs?tail=100`` | | recent log lines |
+| ``POST /admin/functions/{name}/rollout`` | ``{"paused": true}``, ``{"candidate": "4"}`` | (un)pause, start |
+
+A deploy body may also carry ``"policy"`` (``[rollout]`` as JSON; ``false`` removes it): with a
+policy, a new version deployed becomes a rollout's candidate instead of taking its weight, and
+``promote``/``rollback`` during a rollout end it by hand.
 
 A deploy body may also carry ``"scaling": {...}`` (as for scale) and ``"sticky_key"``.
 """
@@ -21,6 +26,7 @@ A deploy body may also carry ``"scaling": {...}`` (as for scale) and ``"sticky_k
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +51,7 @@ DEPLOY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "weight": int,
     "scaling": dict,
     "sticky_key": str,
+    "policy": (dict, bool),
 }
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -69,15 +76,31 @@ def function_status(gateway: Gateway, route: FunctionRoute) -> dict[str, Any]:
                 ],
             }
         )
+    rollout = deployment.rollout
+    shown_rollout = None
+    if rollout is not None and deployment.policy is not None:
+        stage = deployment.policy.stages[rollout.stage]
+        trial = route.stats.trial
+        shown_rollout = {
+            **rollout.to_dict(),
+            "stage_number": rollout.stage + 1,
+            "stages": len(deployment.policy.stages),
+            "stage_describe": stage.describe(),
+            "window": trial.summary(stage) if trial is not None and rollout.active else None,
+        }
     return {
         "name": route.name,
         "versions": versions,
+        "policy": deployment.policy.to_dict() if deployment.policy else None,
+        "rollout": shown_rollout,
+        "events": [dict(e) for e in deployment.events],
         "scaling": deployment.to_dict()["scaling"],
         "sticky_key": deployment.sticky_key,
         "previous_weights": deployment.to_dict()["previous_weights"],
         "held": route.stats.held,
         **route.stats.recent.summary(),
         "last_cold_start": route.stats.last_cold_start,
+        "training": gateway.training.describe(route.name) if gateway.training is not None else None,
     }
 
 
@@ -130,14 +153,25 @@ def routes(gateway: Gateway) -> list[Route]:
             kind = DEPLOY_FIELDS.get(key)
             if kind is None:
                 raise ValidationError(f"unknown field {key!r}; expected some of {sorted(DEPLOY_FIELDS)}")
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            boolean = isinstance(value, bool) and key != "policy"  # policy: false removes it
+            if value is not None and (not isinstance(value, kind) or boolean):
                 raise ValidationError(
                     f"{key}: expected {getattr(kind, '__name__', 'a string')}, got {value!r}"
                 )
         if isinstance(args.get("checkpoint_version"), int):
             args["checkpoint_version"] = str(args["checkpoint_version"])
         current = gateway.functions.get(name)
-        return await answer(deployments.deploy(current.deployment if current else None, name, **args))
+        changed = deployments.deploy(current.deployment if current else None, name, **args)
+        added = args.get("version")
+        if (
+            changed.policy is not None
+            and current is not None
+            and added is not None
+            and added not in current.deployment.versions
+        ):  # a new version of a function with a policy: a candidate, not a share of traffic yet
+            why = f"version {added} was deployed"
+            return await answer(deployments.start_rollout(changed, added, time.time(), why=why))
+        return await answer(changed)
 
     async def scale(request: Request) -> Response:
         return await answer(deployments.scale(route_of(request).deployment, **await body_of(request)))
@@ -152,10 +186,25 @@ def routes(gateway: Gateway) -> list[Route]:
         version = (await body_of(request)).get("version")
         if not isinstance(version, str):
             raise ValidationError('expected {"version": "VERSION"}')
-        return await answer(deployments.promote(route_of(request).deployment, version))
+        return await answer(deployments.promote_by_hand(route_of(request).deployment, version, time.time()))
 
     async def rollback(request: Request) -> Response:
-        return await answer(deployments.rollback(route_of(request).deployment))
+        deployment = route_of(request).deployment
+        if deployment.rollout is not None and deployment.rollout.active:  # the candidate goes, by hand
+            return await answer(deployments.fail_rollout(deployment, time.time(), "by hand", by_hand=True))
+        return await answer(deployments.rollback(deployment))
+
+    async def rollout(request: Request) -> Response:
+        args = await body_of(request)
+        deployment = route_of(request).deployment
+        if set(args) == {"paused"} and isinstance(args["paused"], bool):
+            return await answer(deployments.pause_rollout(deployment, time.time(), args["paused"]))
+        if set(args) == {"candidate"} and isinstance(args["candidate"], str):
+            why = f"version {args['candidate']} named by hand"
+            return await answer(
+                deployments.start_rollout(deployment, args["candidate"], time.time(), why=why)
+            )
+        raise ValidationError('expected {"paused": true|false} or {"candidate": "VERSION"}')
 
     async def delete(request: Request) -> Response:
         route = route_of(request)
@@ -180,4 +229,5 @@ def routes(gateway: Gateway) -> list[Route]:
         Route(one + "/promote", admin(promote), methods=["POST"]),
         Route(one + "/rollback", admin(rollback), methods=["POST"]),
         Route(one + "/logs", admin(logs)),
+        Route(one + "/rollout", admin(rollout), methods=["POST"]),
     ]

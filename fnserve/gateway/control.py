@@ -12,6 +12,7 @@ pure functions (:mod:`fnserve.gateway.deployments`) make the change either way.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import httpx
@@ -40,6 +41,7 @@ class Control(Protocol):
     def split(self, name: str, weights: dict[str, int]) -> dict[str, Any]: ...
     def promote(self, name: str, version: str) -> dict[str, Any]: ...
     def rollback(self, name: str) -> dict[str, Any]: ...
+    def rollout(self, name: str, change: dict[str, Any]) -> dict[str, Any]: ...
     def delete(self, name: str) -> None: ...
     def logs(self, name: str, tail: int) -> list[str]: ...
 
@@ -114,6 +116,9 @@ class AdminClient:
     def rollback(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/admin/functions/{name}/rollback"))
 
+    def rollout(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/admin/functions/{name}/rollout", change))
+
     def delete(self, name: str) -> None:
         self._call("DELETE", f"/admin/functions/{name}")
 
@@ -169,10 +174,21 @@ class DirectControl:
         return self._save(deployments.split(self._get(name), weights))
 
     def promote(self, name: str, version: str) -> dict[str, Any]:
-        return self._save(deployments.promote(self._get(name), version))
+        return self._save(deployments.promote_by_hand(self._get(name), version, time.time()))
 
     def rollback(self, name: str) -> dict[str, Any]:
-        return self._save(deployments.rollback(self._get(name)))
+        deployment = self._get(name)
+        if deployment.rollout is not None and deployment.rollout.active:
+            return self._save(deployments.fail_rollout(deployment, time.time(), "by hand", by_hand=True))
+        return self._save(deployments.rollback(deployment))
+
+    def rollout(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
+        deployment = self._get(name)
+        if "paused" in change:
+            return self._save(deployments.pause_rollout(deployment, time.time(), bool(change["paused"])))
+        candidate = str(change["candidate"])
+        why = f"version {candidate} named by hand"
+        return self._save(deployments.start_rollout(deployment, candidate, time.time(), why=why))
 
     def delete(self, name: str) -> None:
         self._get(name)

@@ -6,7 +6,8 @@ summed per 10 s bucket into the version the replica serves.
 
 What it shows is what the gateway already shows without the admin token (``GET /functions``:
 versions, weights, replicas ready and desired) plus aggregate request figures; never what the
-token guards (replica addresses, images, scaling, logs). When the prediction routes need the
+token guards (replica addresses, images, scaling, logs): of scheduled training, the schedule and
+the last and next run, not a failure's reason nor the data URL. When the prediction routes need the
 token (``protect_predictions``), so does this data: the page then asks for the token and sends
 it as ``Authorization: Bearer``.
 """
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fnserve.gateway.proxy import Unauthorized
-from fnserve.gateway.routing import VersionRoute
+from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.service import Gateway
 from fnserve.gateway.upstream import UpstreamError
 from fnserve.runtime.dashboard import Handler
@@ -56,8 +57,29 @@ async def gateway_data(gateway: Gateway, now: float | None = None) -> dict[str, 
         )
         for entry, found in zip(versions, batches, strict=True):
             with_batches(entry, found)
-        functions.append({"name": name, "versions": versions})
+        training = gateway.training.summary(name) if gateway.training is not None else None
+        functions.append(
+            {"name": name, "versions": versions, "training": training, "rollout": rollout_summary(route)}
+        )
     return {"source": f"gateway ({gateway.target})", "bucket_s": BUCKET_S, "now": now, "functions": functions}
+
+
+def rollout_summary(route: FunctionRoute) -> dict[str, Any] | None:
+    """The rollout in progress or last ended: its stage and the last decisions (gates, numbers)."""
+    deployment = route.deployment
+    rollout, policy = deployment.rollout, deployment.policy
+    if rollout is None or policy is None:
+        return None
+    return {
+        "candidate": rollout.candidate,
+        "stable": rollout.stable,
+        "status": rollout.status,
+        "paused": rollout.paused,
+        "stage": rollout.stage + 1,
+        "stages": len(policy.stages),
+        "describe": policy.stages[rollout.stage].describe(),
+        "decisions": [{"at": e["at"], "message": e["message"]} for e in deployment.events[-5:]],
+    }
 
 
 def refused(gateway: Gateway, request: Request, what: str) -> Response | None:

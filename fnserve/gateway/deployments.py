@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from fnserve.gateway.platform import VERSION_RE, FunctionDeployment, Scaling, VersionDeployment
+from fnserve.gateway.rollout import EVENTS_KEPT, PROMOTED, ROLLED_BACK, Rollout, RolloutPolicy, Stage, event
 from fnserve.gateway.split import SplitError, check_weights, rebalance
 from fnserve.project import check_name as check_project_name
-from fnserve.runtime.errors import FnError
+from fnserve.runtime.errors import ConfigError, FnError
 
 
 class DeployError(FnError):
@@ -52,8 +54,12 @@ def deploy(
     weight: int | None = None,
     scaling: Mapping[str, Any] | None = None,
     sticky_key: str | None = None,
+    policy: Mapping[str, Any] | bool | None = None,
 ) -> FunctionDeployment:
     """Create the function, add a version, or update one.
+
+    ``policy``: a rollout policy (``[rollout]`` as a mapping) to set, ``False`` to remove it,
+    None to keep the current one.
 
     A new function starts with version ``1`` (or ``version``) at weight 100. A new version of an
     existing function gets ``weight`` (default 0: deployed dark, reachable only at ``name@version``)
@@ -101,7 +107,20 @@ def deploy(
             sticky_key=current.sticky_key if sticky_key is None else (sticky_key or None),
             previous_weights=current.weights() if current.weights() != weights else current.previous_weights,
         )
+    if policy is not None:
+        changed = dataclasses.replace(changed, policy=_policy(name, policy))
     return scale(changed, **(scaling or {}))
+
+
+def _policy(name: str, given: Mapping[str, Any] | bool) -> RolloutPolicy | None:
+    if given is False:
+        return None
+    if given is True or not isinstance(given, Mapping):
+        raise DeployError(f"{name}: policy must be a rollout policy object, or false to remove it")
+    try:
+        return RolloutPolicy.from_table(given, where=f"{name}: rollout policy")
+    except ConfigError as exc:
+        raise DeployError(exc.message) from None
 
 
 def scale(deployment: FunctionDeployment, **changes: Any) -> FunctionDeployment:
@@ -140,6 +159,21 @@ def promote(deployment: FunctionDeployment, version: str) -> FunctionDeployment:
     return split(deployment, {version: 100})
 
 
+def promote_by_hand(deployment: FunctionDeployment, version: str, now: float) -> FunctionDeployment:
+    """``fn promote`` — during a rollout too: promoting its candidate ends it as promoted,
+    promoting any other version ends it as rolled back (the candidate removed)."""
+    rollout = deployment.rollout
+    if rollout is None or not rollout.active:
+        return promote(deployment, version)
+    if version != rollout.candidate:
+        return promote(
+            fail_rollout(deployment, now, f"version {version} promoted by hand", by_hand=True), version
+        )
+    done = replace(rollout, status=PROMOTED, reason="promoted by hand", paused=False)
+    changed = replace(promote(deployment, version), rollout=done)
+    return _logged(changed, now, "promoted", f"version {version} promoted to 100% by hand", candidate=version)
+
+
 def rollback(deployment: FunctionDeployment) -> FunctionDeployment:
     """Back to the split before the last change (a second rollback undoes the first)."""
     previous = deployment.previous_weights
@@ -153,3 +187,114 @@ def _rebalanced(weights: dict[str, int], label: str, weight: int) -> dict[str, i
         return rebalance(weights, label, weight)
     except SplitError as exc:
         raise DeployError(str(exc)) from None
+
+
+# --- rollouts: a candidate's stages (the decisions are fnserve.gateway.release's) -------------
+
+
+def start_rollout(
+    deployment: FunctionDeployment, candidate: str, now: float, *, checkpoint: int | None = None, why: str
+) -> FunctionDeployment:
+    """Make ``candidate`` (a deployed version) the candidate of the policy's first stage; the
+    version with the most weight stays stable and answers the rest."""
+    policy = deployment.policy
+    if policy is None:
+        raise DeployError(f"{deployment.name} has no rollout policy ([rollout] in its function.toml)")
+    if deployment.rollout is not None and deployment.rollout.active:
+        raise DeployError(
+            f"{deployment.name} is already rolling out version {deployment.rollout.candidate!r}", status=409
+        )
+    if candidate not in deployment.versions:
+        raise DeployError(f"{deployment.name} has no version {candidate!r}")
+    others = {k: v.weight for k, v in deployment.versions.items() if k != candidate}
+    if not others:
+        raise DeployError(f"{deployment.name}: a candidate needs a stable version beside it")
+    stable = max(others, key=lambda k: (others[k], k))
+    rollout = Rollout(candidate=candidate, stable=stable, stage_started=now, checkpoint=checkpoint)
+    changed = _at_stage(deployment, rollout, policy.stages[0])
+    return _logged(
+        changed,
+        now,
+        "started",
+        f"version {candidate} is the candidate ({why}); version {stable} stays stable; "
+        f"first stage: {policy.stages[0].describe()}",
+        candidate=candidate,
+        stable=stable,
+    )
+
+
+def advance_rollout(deployment: FunctionDeployment, now: float, evidence: str) -> FunctionDeployment:
+    """The current stage passed: on to the next one, or promoted at the last."""
+    rollout, policy = _active(deployment)
+    stage = rollout.stage + 1
+    if stage >= len(policy.stages) - 1:  # the last stage is weight 100: the promotion itself
+        done = replace(
+            rollout, stage=len(policy.stages) - 1, stage_started=now, status=PROMOTED, reason=evidence
+        )
+        changed = _at_stage(deployment, done, policy.stages[-1])
+        message = f"version {rollout.candidate} promoted to 100%: {evidence}"
+        return _logged(changed, now, "promoted", message, candidate=rollout.candidate)
+    moved = replace(rollout, stage=stage, stage_started=now)
+    changed = _at_stage(deployment, moved, policy.stages[stage])
+    message = f"stage {rollout.stage + 1} passed ({evidence}); now {policy.stages[stage].describe()}"
+    return _logged(changed, now, "advanced", message, candidate=rollout.candidate, stage=stage)
+
+
+def fail_rollout(
+    deployment: FunctionDeployment, now: float, reason: str, *, by_hand: bool = False
+) -> FunctionDeployment:
+    """Back to the stable version at once; the candidate is removed and its checkpoint not retried."""
+    rollout, _ = _active(deployment)
+    versions = {k: v for k, v in deployment.versions.items() if k != rollout.candidate}
+    weights = {k: (100 if k == rollout.stable else 0) for k in versions}
+    versions = {k: replace(v, weight=weights[k]) for k, v in versions.items()}
+    rejected = deployment.rejected
+    if rollout.checkpoint is not None and rollout.checkpoint not in rejected:
+        rejected = (*rejected, rollout.checkpoint)
+    changed = replace(
+        deployment,
+        versions=versions,
+        previous_weights=None,
+        rollout=replace(rollout, status=ROLLED_BACK, reason=reason),
+        rejected=rejected,
+    )
+    who = "rolled back by hand" if by_hand else "rolled back"
+    message = f"version {rollout.candidate} {who} at stage {rollout.stage + 1}: {reason}"
+    return _logged(changed, now, "rolled back", message, candidate=rollout.candidate, stage=rollout.stage)
+
+
+def pause_rollout(deployment: FunctionDeployment, now: float, paused: bool) -> FunctionDeployment:
+    rollout, _ = _active(deployment)
+    if rollout.paused == paused:
+        return deployment
+    if paused:
+        changed = replace(deployment, rollout=replace(rollout, paused=True))
+        return _logged(changed, now, "paused", f"rollout of version {rollout.candidate} paused by hand")
+    # resumed: the stage's window starts again (what happened while paused is not judged)
+    changed = replace(deployment, rollout=replace(rollout, paused=False, stage_started=now))
+    return _logged(changed, now, "resumed", f"rollout of version {rollout.candidate} resumed by hand")
+
+
+def _active(deployment: FunctionDeployment) -> tuple[Rollout, RolloutPolicy]:
+    rollout, policy = deployment.rollout, deployment.policy
+    if rollout is None or not rollout.active or policy is None:
+        raise DeployError(f"{deployment.name} has no rollout in progress", status=409)
+    return rollout, policy
+
+
+def _at_stage(deployment: FunctionDeployment, rollout: Rollout, stage: Stage) -> FunctionDeployment:
+    """Weights for ``stage``: the candidate's share, the stable version the rest, others none."""
+    share = 0 if stage.shadow else stage.weight
+    weights = {k: 0 for k in deployment.versions}
+    weights[rollout.candidate] = share
+    if share < 100:
+        weights[rollout.stable] = 100 - share
+    changed = split(deployment, weights) if weights != deployment.weights() else deployment
+    return replace(changed, rollout=rollout)
+
+
+def _logged(
+    deployment: FunctionDeployment, now: float, kind: str, message: str, **details: Any
+) -> FunctionDeployment:
+    events = (*deployment.events, event(now, kind, message, **details))[-EVENTS_KEPT:]
+    return replace(deployment, events=events)

@@ -69,6 +69,30 @@ class GatewayMetrics:
             ["function"],
             registry=r,
         )
+        self.rollout_stage = Gauge(
+            "fnserve_rollout_stage",
+            "The stage (1-based) of the function's rollout in progress; 0 when none",
+            ["function"],
+            registry=r,
+        )
+        self.rollout_decisions = Counter(
+            "fnserve_rollout_decisions",
+            "Rollout decisions: started, advanced, promoted, rolled back, paused, resumed",
+            ["function", "decision"],
+            registry=r,
+        )
+        self.rollout_gate = Gauge(
+            "fnserve_rollout_gate_value",
+            "The value of each gate of the stage in progress, as last judged (NaN: not measured yet)",
+            ["function", "gate"],
+            registry=r,
+        )
+        self.shadow = Counter(
+            "fnserve_shadow_copies",
+            "Requests copied to a rollout's candidate: paired (answered), failed, skipped (no ready replica)",
+            ["function", "outcome"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, int], Any] = {}
         self._latency: dict[str, Any] = {}
 

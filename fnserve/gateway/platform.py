@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fnserve.runtime.errors import FnError
+from fnserve.gateway.rollout import Rollout, RolloutPolicy
+from fnserve.runtime.errors import ConfigError, FnError
 
 # A version label: what follows "@" in a pinned URL and names a Deployment/container on every target.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
@@ -72,6 +73,10 @@ class FunctionDeployment:
     scaling: Scaling = field(default_factory=Scaling)
     sticky_key: str | None = None  # request header or query parameter that pins a caller to one version
     previous_weights: Mapping[str, int] | None = None  # for `fn rollback`: the split before the last change
+    policy: RolloutPolicy | None = None  # [rollout]: new versions become candidates (None: they do not)
+    rollout: Rollout | None = None  # the current or last rollout
+    events: tuple[Mapping[str, Any], ...] = ()  # the newest rollout decisions, oldest first
+    rejected: tuple[int, ...] = ()  # checkpoint versions rolled back: never tried again
 
     def weights(self) -> dict[str, int]:
         return {label: v.weight for label, v in self.versions.items()}
@@ -84,6 +89,10 @@ class FunctionDeployment:
             "scaling": dataclasses.asdict(self.scaling),
             "sticky_key": self.sticky_key,
             "previous_weights": dict(self.previous_weights) if self.previous_weights is not None else None,
+            "policy": self.policy.to_dict() if self.policy else None,
+            "rollout": self.rollout.to_dict() if self.rollout else None,
+            "events": [dict(e) for e in self.events],
+            "rejected": list(self.rejected),
         }
 
     @classmethod
@@ -105,12 +114,26 @@ class FunctionDeployment:
             if not isinstance(v.weight, int) or not 0 <= v.weight <= 100 or not isinstance(v.image, str):
                 raise ValueError(f"version {label!r}: weight must be an integer 0-100 and image a string")
         previous = data.get("previous_weights")
+        try:
+            policy = RolloutPolicy.from_dict(data["policy"]) if data.get("policy") else None
+        except ConfigError as exc:
+            raise ValueError(f"{data['name']}: {exc.message}") from None
+        rollout = Rollout.from_dict(data["rollout"]) if data.get("rollout") else None
+        events, rejected = data.get("events") or [], data.get("rejected") or []
+        if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
+            raise ValueError(f"{data['name']}: 'events' must be a list of objects")
+        if not isinstance(rejected, list) or not all(type(v) is int for v in rejected):
+            raise ValueError(f"{data['name']}: 'rejected' must be a list of checkpoint versions")
         return cls(
             name=data["name"],
             versions=parsed,
             scaling=scaling,
             sticky_key=data.get("sticky_key") or None,
             previous_weights={str(k): int(w) for k, w in previous.items()} if previous else None,
+            policy=policy,
+            rollout=rollout,
+            events=tuple(events),
+            rejected=tuple(rejected),
         )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from fnserve.gateway.activator import hold
+from fnserve.gateway.activator import VersionGone, hold
 from fnserve.gateway.balancer import Endpoint, may_retry
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import Headers, UpstreamError
@@ -42,6 +42,16 @@ MAX_ATTEMPTS = 3
 JSON_HEADER = (b"content-type", b"application/json")
 
 
+class Sent:
+    """A request as forwarded, kept for a shadow copy."""
+
+    __slots__ = ("body", "headers", "method", "target")
+
+    def __init__(self) -> None:
+        self.method, self.target, self.body = b"", b"", b""
+        self.headers: Headers = []
+
+
 class Unauthorized(FnError):
     status = 401
 
@@ -62,6 +72,7 @@ class Proxy:
         started = time.monotonic()
         route = self.gateway.functions.get(name)
         label = ""  # the version that answered; none when the request never got that far
+        copy: Sent | None = None  # the request as sent, when a rollout's shadow stage copies it
         try:
             if route is None:
                 raise NotFound(f"no function named {name!r} is deployed here; see GET /functions")
@@ -69,7 +80,11 @@ class Proxy:
                 self._authorize(scope["headers"])
             version = self._version(route, pinned, scope)
             label = version.label
-            status, headers, body = await self._forward(scope, receive, route, version, path)
+            window = self.gateway.shadow.wanted(route, label) if pinned is None else None
+            copy = Sent() if window is not None else None
+            status, headers, body, label = await self._forward(
+                scope, receive, route, version, path, copy, pinned=pinned is not None
+            )
         except FnError as exc:
             status, body = exc.status, orjson.dumps({"error": self._message(exc, scope)})
             headers = [JSON_HEADER, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
@@ -83,6 +98,13 @@ class Proxy:
             route.stats.recent.add(now, now - started)
             self.gateway.metrics.observe(name, label or "-", status, now - started)  # bounded labels
             self.gateway.recent.request(name, label or "-", now - started, status)
+            trial = route.stats.trial
+            if trial is not None and label and pinned is None:  # a rollout stage's evidence
+                trial.observe(label, now - started, status >= 500)
+                if copy is not None and copy.target:
+                    self.gateway.shadow.copy(
+                        route, trial, copy.method, copy.target, copy.headers, copy.body, status, body
+                    )
 
     def _authorize(self, headers: Headers) -> None:
         for key, value in headers:
@@ -109,14 +131,25 @@ class Proxy:
         return route.versions[route.split.choose(key, salt=route.name)]
 
     async def _forward(
-        self, scope: Scope, receive: Receive, route: FunctionRoute, version: VersionRoute, path: str
-    ) -> tuple[int, Headers, bytes]:
+        self,
+        scope: Scope,
+        receive: Receive,
+        route: FunctionRoute,
+        version: VersionRoute,
+        path: str,
+        copy: Sent | None = None,
+        *,
+        pinned: bool = False,
+    ) -> tuple[int, Headers, bytes, str]:
+        """The replica's answer, and the label of the version that gave it."""
         body = await self._read_body(receive, scope["headers"])
         method = scope["method"].encode()
         request_id = scope["state"]["request_id"].encode()
         headers = self._forwarded_headers(scope, request_id)
         query = scope["query_string"]
         target = (path.encode() + b"?" + query) if query else path.encode()
+        if copy is not None:
+            copy.method, copy.target, copy.headers, copy.body = method, target, headers, body
         meter = version.meter
         meter.started(time.monotonic())
         try:
@@ -124,7 +157,17 @@ class Proxy:
             while True:
                 endpoint = version.balancer.pick(tried)
                 if endpoint is None:
-                    endpoint = await hold(self.gateway, route, version)
+                    try:
+                        endpoint = await hold(self.gateway, route, version)
+                    except VersionGone:  # a removed candidate: by the function's split now
+                        current = self.gateway.functions.get(route.name)
+                        if pinned or current is None or tried:
+                            raise
+                        route, version = current, self._version(current, None, scope)
+                        meter.finished(time.monotonic())
+                        meter = version.meter
+                        meter.started(time.monotonic())
+                        continue
                 endpoint.outstanding += 1
                 try:
                     status, answer, content = await endpoint.pool.request(method, target, headers, body)
@@ -149,7 +192,7 @@ class Proxy:
                 if retry and may_retry(method, reached=True, status=status, draining=endpoint.draining):
                     tried.append(endpoint)
                     continue
-                return status, [(k, v) for k, v in answer if k not in NOT_RETURNED], content
+                return status, [(k, v) for k, v in answer if k not in NOT_RETURNED], content, version.label
         finally:
             meter.finished(time.monotonic())
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fnserve.gateway.analysis import StageWindow
 from fnserve.gateway.autoscaler import LoadMeter
 from fnserve.gateway.balancer import Balancer, Endpoint
 from fnserve.gateway.metrics import Recent
@@ -112,6 +113,7 @@ class FunctionStats:
         self.held = 0  # requests waiting for a replica
         self.recent = Recent()
         self.last_cold_start: dict[str, Any] | None = None
+        self.trial: StageWindow | None = None  # the rollout stage in progress: what it has seen
 
 
 class FunctionRoute:
@@ -130,8 +132,12 @@ class FunctionRoute:
         self.sticky_param = key or None
 
     def floor(self, label: str) -> int:
-        """Fewest replicas a version keeps: ``min_replicas`` while it has a share of traffic."""
+        """Fewest replicas a version keeps: ``min_replicas`` while it has a share of traffic, and
+        at least one for a rollout's candidate."""
         weight = self.deployment.versions[label].weight
+        rollout = self.deployment.rollout
+        if rollout is not None and rollout.active and label == rollout.candidate:
+            return max(1, self.deployment.scaling.min_replicas)  # shadow copies need it up, weight 0 or not
         return self.deployment.scaling.min_replicas if weight > 0 else 0
 
     def sticky_key(self, headers: list[tuple[bytes, bytes]], query: bytes) -> str | None:

@@ -99,6 +99,7 @@ def run(
     from fnserve.gateway.service import GatewayOptions
     from fnserve.gateway.targets import platform_for
     from fnserve.runtime.server import bind_socket, run
+    from fnserve.runtime.store import CheckpointStore
 
     register_secrets(settings.secrets())  # its logs and answers never show the store's credentials
     platform = platform_for(target, settings)
@@ -108,7 +109,10 @@ def run(
         protect_predictions=settings.gateway_auth == "token",
         max_body_bytes=settings.max_body_bytes,
     )
-    gateway = Gateway(platform, options)
+    store = CheckpointStore(
+        settings.store, storage_options=settings.storage_options, cache_dir=settings.cache_dir
+    )
+    gateway = Gateway(platform, options, checkpoints=store.versions)  # rollouts notice new checkpoints
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"

@@ -23,7 +23,10 @@ from urllib.parse import urlsplit
 from fnserve.gateway.autoscaler import decide
 from fnserve.gateway.metrics import GatewayMetrics
 from fnserve.gateway.platform import FunctionDeployment, Platform, PlatformError
+from fnserve.gateway.release import Checkpoints, Releaser
 from fnserve.gateway.routing import FunctionRoute, FunctionStats, VersionRoute
+from fnserve.gateway.scheduler import scheduler_for
+from fnserve.gateway.shadow import Shadow
 from fnserve.gateway.upstream import Pool
 from fnserve.runtime.dashboard.series import RecentStats
 
@@ -42,10 +45,21 @@ class GatewayOptions:
     poll_s: float = 0.05  # replica refresh period while a version wakes up
     state_refresh_s: float = 2.0  # re-read the platform's saved state (changes made without the API)
     upstream_timeout_s: float = 300.0  # longest wait for a replica's answer (functions have deadlines)
+    checkpoint_check_s: float = 5.0  # how often rollouts ask the store for a new checkpoint, per function
 
 
 class Gateway:
-    def __init__(self, platform: Platform, options: GatewayOptions | None = None):
+    def __init__(
+        self,
+        platform: Platform,
+        options: GatewayOptions | None = None,
+        *,
+        checkpoints: Checkpoints | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
+        """``checkpoints(name)``: the function's published checkpoint versions, for rollouts to
+        notice a new one (None: only new versions deployed by hand start rollouts). ``clock``: the
+        wall clock (Unix seconds) ``[train] schedule`` is read by (default: ``time.time``)."""
         self.platform = platform
         self.options = options or GatewayOptions()
         self.target = str(getattr(platform, "target", type(platform).__name__))
@@ -56,6 +70,13 @@ class Gateway:
         self.started = False  # the saved state is routed and the control loop runs
         self._changes = 0  # admin changes made; a state read that overlapped one is stale
         self._loop_task: asyncio.Task[None] | None = None
+        self.shadow = Shadow(self)
+        self._retiring: set[asyncio.Task[None]] = set()  # removed versions closing their connections
+        self.releaser = Releaser(self, checkpoints)
+        # [train] schedule on targets whose platform trains (local, docker); None on k8s (CronJobs)
+        self.training = scheduler_for(
+            platform, self.metrics.registry, tick_s=self.options.tick_s, clock=clock
+        )
 
     async def call(self, func: Callable[..., T], *args: Any) -> T:
         """A platform call, off the event loop."""
@@ -78,6 +99,8 @@ class Gateway:
         for route in list(self.functions.values()):
             await self.tick(route)
         self._loop_task = asyncio.get_running_loop().create_task(self._control_loop(), name="gateway-control")
+        if self.training is not None:
+            await self.training.start(lambda: list(self.functions))
         self.started = True
 
     async def stop(self) -> None:
@@ -86,6 +109,11 @@ class Gateway:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self.training is not None:
+            await self.training.stop()  # runs going are stopped, and recorded failed
+        await self.shadow.close()
+        for task in list(self._retiring):
+            task.cancel()
         for route in self.functions.values():
             for version in route.versions.values():
                 if version.waker is not None:
@@ -107,12 +135,42 @@ class Gateway:
         }
         route = FunctionRoute(deployment, versions, old.stats if old else FunctionStats())
         self.functions[deployment.name] = route
+        for label, gone in kept.items():
+            if label not in versions:  # removed (a rolled-back candidate): its connections go too
+                self._retire(gone)
         return route
+
+    def _retire(self, version: VersionRoute) -> None:
+        """Close a removed version's connections: idle ones now, busy ones once answered."""
+        version.apply([])
+        version.routable.set()  # requests held for it wake and find it gone
+        if not version.balancer.known:
+            return
+
+        async def close_when_idle() -> None:
+            deadline = time.monotonic() + self.options.upstream_timeout_s
+            try:
+                while version.balancer.known and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    version.apply([])
+            finally:
+                version.balancer.close()
+
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing is in flight either
+            task = asyncio.get_running_loop().create_task(close_when_idle())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def apply(self, deployment: FunctionDeployment) -> FunctionRoute:
         """Save a changed deployment, route by it at once, and bring its replicas in line."""
         self._changes += 1  # before and after the save: a state read overlapping it is dropped
         await self.call(self.platform.save_state, deployment)
+        old = self.functions.get(deployment.name)
+        seen = {(e["at"], e["message"]) for e in old.deployment.events} if old else set()
+        for decision in deployment.events:  # rollout decisions, automatic or by hand
+            if (decision["at"], decision["message"]) not in seen:
+                self.metrics.rollout_decisions.labels(deployment.name, str(decision["kind"])).inc()
+                log.info("%s: %s", deployment.name, decision["message"])
         route = self.install(deployment)
         self._changes += 1
         await self.tick(route)
@@ -145,6 +203,9 @@ class Gateway:
                     await self._reread_state()
                 for route in list(self.functions.values()):
                     await self.tick(route)
+                for name in list(self.functions):  # rollout decisions, on the routes as ticked
+                    if (ticked := self.functions.get(name)) is not None:
+                        await self.releaser.tick(ticked)
             except Exception:  # the loop must outlive a platform hiccup; the next tick retries
                 log.exception("gateway control loop: a tick failed")
 

@@ -2,8 +2,10 @@
 
 The Job runs the function's image with ``train.py`` as its command, exactly as
 ``fn train NAME --in-container`` does here: data and store passed as URLs, credentials from
-a Secret (``envFrom``), non-root, read-only root file system with ``/tmp`` on an emptyDir,
-CPU and memory requests equal to the limits, removed a day after it finishes.
+a Secret (``envFrom``: storage keys such as ``AWS_SECRET_ACCESS_KEY``, and a database's
+``PGUSER``/``PGPASSWORD`` or ``MYSQL_PWD``, never in the data URL), non-root, read-only root
+file system with ``/tmp`` on an emptyDir, CPU and memory requests equal to the limits, removed a
+day after it finishes.
 
 >>> job = training_job(TrainingJob("recs", "registry.example/fnserve/recs:3f2a9c1b7d0e", "s3://models/ckpt"))
 >>> job["kind"], job["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -22,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from fnserve.gateway.schedule import parse_schedule
 from fnserve.k8s import names
 from fnserve.project import IMAGE_UID
+from fnserve.runtime.databases import CREDENTIAL_VARIABLES, DatabaseSource, DataSourceError, is_database_url
 
 _NAME_MAX = 63
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?LW#-]+$")
 _LOCAL_SCHEMES = ("", "file", "memory")
 
 
@@ -35,7 +38,7 @@ class TrainingJob:
     function: str
     image: str  # full image reference, registry included when the cluster pulls from one
     store: str  # checkpoint store URL the cluster can reach (s3://, gs://, hdfs://, ...)
-    data: str | None = None  # training data URL; None: train.py generates its data
+    data: str | None = None  # training data URL (fsspec or a database); None: train.py generates its data
     store_options: Mapping[str, Any] = field(default_factory=dict)  # fsspec options (no secrets)
     secret: str | None = None  # a Secret whose keys become environment variables (credentials)
     cpus: float | None = None
@@ -57,13 +60,9 @@ def training_job(job: TrainingJob) -> dict[str, Any]:
 
 
 def training_cronjob(job: TrainingJob, *, schedule: str) -> dict[str, Any]:
-    """A ``batch/v1`` CronJob retraining on ``schedule`` (cron syntax), one run at a time."""
-    fields = schedule.split()
-    if schedule.startswith("@"):
-        if schedule not in ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"):
-            raise ValueError(f"schedule {schedule!r}: unknown macro")
-    elif len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise ValueError(f"schedule {schedule!r} must be five cron fields, e.g. '0 3 * * *' (03:00 daily)")
+    """A ``batch/v1`` CronJob retraining on ``schedule`` (cron syntax, checked as the gateway's
+    scheduler checks it: :func:`fnserve.gateway.schedule.parse_schedule`), one run at a time."""
+    parse_schedule(schedule, "schedule")
     name = _name("fnserve-train", job.function, "")
     return {
         "apiVersion": "batch/v1",
@@ -86,6 +85,8 @@ def _job_spec(job: TrainingJob) -> dict[str, Any]:
                 f"the training {what} {url} is on this machine: a cluster needs a URL it can reach "
                 "(s3://, gs://, hdfs://, ...)"
             )
+    if job.data and is_database_url(job.data):
+        _check_database(job.data)
     env = [
         {"name": "FNSERVE_FUNCTION", "value": job.function},
         {"name": "FNSERVE_PROJECT", "value": "/srv"},
@@ -135,6 +136,26 @@ def _job_spec(job: TrainingJob) -> dict[str, Any]:
     if job.deadline_s:
         spec["activeDeadlineSeconds"] = job.deadline_s
     return spec
+
+
+def _check_database(url: str) -> None:
+    """A database source the Job can use: on a host the cluster reaches, its password not in the
+    URL (the Job would hold it in plain text; the Secret is where credentials go)."""
+    try:
+        source = DatabaseSource.parse(url)
+    except DataSourceError as exc:
+        raise ValueError(exc.message) from None
+    if source.on_loopback:
+        raise ValueError(
+            f"the training data {source.shown} is on this machine: "
+            "a cluster needs a database host it can reach"
+        )
+    if source.has_password:
+        names = " and ".join(CREDENTIAL_VARIABLES[source.kind])
+        raise ValueError(
+            f"the training data {source.shown} has a password in its URL, which the Job would show in "
+            f"plain text: leave it out and put {names} in the Secret (--secret NAME, [k8s] secret)"
+        )
 
 
 def _resources(job: TrainingJob) -> dict[str, str]:

@@ -13,7 +13,7 @@ which has no project folder, renders new versions exactly as ``fn deploy`` would
     gpus = 0               # nvidia.com/gpu
     cache = "4Gi"          # size of the checkpoint cache (an emptyDir)
     [train]
-    schedule = "0 3 * * *" # a training CronJob (see fnserve.k8s.jobs)
+    schedule = "0 3 * * *" # a training CronJob (see fnserve.k8s.jobs), checked as everywhere
 
 >>> Resources.from_mapping({"cpu": 0.5, "memory": "2Gi"}).cpu
 '500m'
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from fnserve.gateway.schedule import train_table
 from fnserve.project import DEFAULT_PORT, ConfigError, Layers
 from fnserve.runtime.settings import Settings
 
@@ -137,9 +138,9 @@ def function_spec(
     settings: Settings, k8s: K8sSettings, namespace: str, name: str, table: Mapping[str, Any]
 ) -> FunctionSpec:
     """A function's spec from the project settings and its parsed ``function.toml``."""
-    train = table.get("train", {})
-    if not isinstance(train, Mapping) or not isinstance(table.get("resources", {}), Mapping):
-        raise ValueError(f"functions/{name}/function.toml: [resources] and [train] must be tables")
+    if not isinstance(table.get("resources", {}), Mapping):
+        raise ValueError(f"functions/{name}/function.toml: [resources] must be a table")
+    schedule, training_data = train_table(table, f"functions/{name}/function.toml")
     env = {
         "FNSERVE_HOST": "0.0.0.0",
         "FNSERVE_PORT": str(DEFAULT_PORT),
@@ -160,8 +161,8 @@ def function_spec(
         secret=k8s.secret or None,
         drain_timeout_s=settings.drain_timeout_s,
         image_pull_policy=k8s.image_pull_policy,
-        schedule=train.get("schedule"),
-        training_data=train.get("data"),
+        schedule=schedule.expression if schedule else None,
+        training_data=training_data,
     )
 
 

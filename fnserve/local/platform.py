@@ -9,6 +9,8 @@ Each writes its output to ``.fnserve/deploy/logs/<function>@<version>-<n>.log``,
 by the runtime). A replica is ready when its ``/readyz`` answers 200; one that exits is
 replaced, with a growing pause if it keeps failing before it was ever ready, and its last
 words (the runtime's one-line error) are what :meth:`LocalPlatform.last_failure` reports.
+The gateway's scheduled training runs ``train.py`` as a process too (:meth:`run_training`), and
+keeps its runs in ``.fnserve/deploy/training.jsonl``.
 
     platform = LocalPlatform(load_settings("."))
     platform.save_state(FunctionDeployment("double", {"1": VersionDeployment("functions/double")}))
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
+from fnserve.local.training import train_once
 from fnserve.project import STATE_DIR, ProjectSettings
 from fnserve.runtime.main import PROG
 
@@ -62,6 +66,7 @@ class LocalPlatform:
         self.state = StateFile(self.dir / "state.json")
         self.logs_dir = self.dir / "logs"
         self.run_dir = self.dir / "run"  # replicas' address files
+        self.training_log = self.dir / "training.jsonl"  # the gateway's scheduled training runs
         self._lock = threading.RLock()
         self._procs: list[_Process] = []
         self._desired: dict[tuple[str, str], int] = {}
@@ -219,6 +224,19 @@ class LocalPlatform:
             return f"the replica was killed by signal {-status}"
         words = next((line for line in reversed(lines) if line), "").removeprefix(f"{PROG}: error: ")
         return words[:LAST_WORDS_CHARS] or f"the replica exited with status {status}"
+
+    # --- scheduled training (fnserve.gateway.scheduler) -------------------------------------------
+
+    def run_training(
+        self, function: str, data: str | None, *, output: Callable[[str], None], cancel: threading.Event
+    ) -> int:
+        """``functions/<function>/train.py`` once, as a process; returns the version it published.
+        Its output also goes to ``logs/<function>@train-<n>.log``, where ``fn logs`` shows it."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._prune_logs(function)
+        log = self.logs_dir / f"{function}@train-{time.time_ns()}.log"
+        return train_once(self.settings, function, data, output=output, cancel=cancel, log=log)
 
     # --- logs and shutdown ---------------------------------------------------------------------
 

@@ -203,6 +203,15 @@ class CheckpointStore:
                 ) from exc
         return version
 
+    def withdraw(self, name: str, version: int) -> None:
+        """Unpublish one version: its manifest goes, so no reader sees it from then on. Its files stay,
+        as a crashed publisher's do, and its number is never reused. For a version whose publisher
+        failed after publishing it (a scheduled training run that exited non-zero)."""
+        url = f"{self.location(name)}/{_version_number(version)}/{MANIFEST_NAME}"
+        fs, path = self._filesystem(url)
+        with self._storage_errors(url), contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+
     def fetch(self, name: str, version: str | int = "latest") -> Checkpoint:
         """A local, verified copy of one version, downloaded once and then served from the cache."""
         number = self.resolve(name) if str(version) == "latest" else _version_number(version)

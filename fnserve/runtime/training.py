@@ -29,8 +29,10 @@ the folder the same way: ``fn optimize`` evaluates a variant and its base on the
 sample. Without them a version is served all the same; only ``fn optimize`` asks for them.
 
 ``ctx.read_table()`` reads the data as one Arrow table, whether a Parquet file, a folder of
-them, or captured traffic (``fn train recs --data <store>/_capture``: the function's inputs and
-outputs, as served).
+them, captured traffic (``fn train recs --data <store>/_capture``: the function's inputs and
+outputs, as served), or a database table or query (``--data
+'postgresql://db.example/analytics?table=bookings'``, credentials in ``PGPASSWORD``; see
+:mod:`fnserve.runtime.databases`).
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from fnserve.runtime import databases
 from fnserve.runtime import evaluation as evaluation_data
 from fnserve.runtime.evaluation import Evaluation
 from fnserve.runtime.monitor import reference
-from fnserve.runtime.redact import redact_url
+from fnserve.runtime.redact import redact_url, register_secrets
 from fnserve.runtime.settings import Settings
 from fnserve.runtime.spec import check_name
 from fnserve.runtime.store import CheckpointStore
@@ -59,10 +62,12 @@ from fnserve.runtime.store import CheckpointStore
 class TrainContext:
     function: str  # the function being trained; its checkpoints are published under this name
     store: CheckpointStore
-    data: str | None  # fsspec URL of the training data (a Parquet dataset folder or file), if given
+    data: str | None  # URL of the training data: Parquet (file or folder) at an fsspec URL, or a database
     storage_options: Mapping[str, Any] = field(
         default_factory=dict
     )  # fsspec options for data on the store's protocol
+    # PGUSER, PGPASSWORD, MYSQL_PWD of the environment: a database source's credentials (not shown)
+    database_credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(
@@ -86,22 +91,38 @@ class TrainContext:
         data = env.get("FNSERVE_DATA") or None
         same_place = data is not None and _protocol(data) == _protocol(settings.store)
         options = dict(settings.storage_options) if same_place else {}
-        return cls(function=function, store=store, data=data, storage_options=options)
+        credentials = {}
+        if data is not None and databases.is_database_url(data):
+            credentials = databases.credentials(data, env)
+            # This process's log records hide them from here on, whatever logs them.
+            register_secrets(databases.DatabaseSource.parse(data).secrets(env))
+        return cls(
+            function=function,
+            store=store,
+            data=data,
+            storage_options=options,
+            database_credentials=credentials,
+        )
 
     def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The training data as one Arrow table: a Parquet file, or a folder of them, hive
-        partitions (``key=value/`` folders) included, at any fsspec URL the store's options reach.
+        partitions (``key=value/`` folders) included, at any fsspec URL the store's options reach;
+        or a database table or query (:func:`fnserve.runtime.databases.read_table`).
 
         A folder of captured traffic (``<store>/_capture``, see :mod:`fnserve.runtime.capture`)
         reads as the function's inputs and outputs; only this function's rows are taken. Columns
         ``_request_id``, ``_latency_s``, ``_time``, ``version`` and ``date`` come along unless
-        ``columns`` names the ones wanted.
+        ``columns`` names the ones wanted. A database that cannot be read (unreachable, password
+        refused, no such table, no rows) raises :class:`~fnserve.runtime.databases.DataSourceError`
+        naming the source without its credentials.
 
         >>> ctx.read_table(["hotel_price", "booked"]).num_rows  # doctest: +SKIP
         2000
         """
         if not self.data:
             raise ValueError(f"no training data given for {self.function!r}: pass --data URL")
+        if databases.is_database_url(self.data):
+            return databases.read_table(self.data, self.database_credentials, columns)
         filesystem, path = fsspec.core.url_to_fs(self.data, **self.storage_options)
         found = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
         where = None

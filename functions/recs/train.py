@@ -8,6 +8,7 @@ has no lookup table a converter would refuse (``fn optimize`` quantizes and free
 
     python functions/recs/train.py                          # generate data, train, publish
     fn train recs --data s3://bucket/bookings.parquet       # train on a Parquet data set
+    fn train recs --data 'postgresql://db/shop?table=bookings'   # or a database table (PGPASSWORD)
     python functions/recs/train.py --write-data file:///tmp/bookings.parquet
 
 Without data the script generates a synthetic but learnable data set: latent country and
@@ -114,13 +115,11 @@ def _user_languages(rng: np.random.Generator, user_countries: np.ndarray) -> np.
     return np.where(draw > 0.95, rng.choice(others, size=len(primary)), language)
 
 
-def read_bookings(url: str) -> dict[str, np.ndarray]:
-    """Columns of a Parquet file or data set at any fsspec URL, in the generator's types."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    filesystem, path = fsspec.core.url_to_fs(url)
-    table = pq.read_table(path, filesystem=filesystem, columns=[*COLUMNS, "booked"])
+def read_bookings(ctx) -> dict[str, np.ndarray]:
+    """The feature and label columns of the training data, in the generator's types: ``ctx`` is
+    the :class:`fnserve.TrainContext`, whose data is a Parquet file or data set at any fsspec URL,
+    or a database table or query."""
+    table = ctx.read_table([*COLUMNS, "booked"])
     data = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     for name in ("user_country", "user_language", "season"):
         data[name] = data[name].astype(object)
@@ -279,7 +278,7 @@ def main() -> None:
     from fnserve import Evaluation, TrainContext
 
     ctx = TrainContext.from_env(default_function="recs")
-    data = read_bookings(ctx.data) if ctx.data else generate_bookings(args.rows)
+    data = read_bookings(ctx) if ctx.data else generate_bookings(args.rows)
     started = time.perf_counter()
     model, vocabularies, train, holdout = fit(data)
     metrics = evaluate(model, vocabularies, holdout)

@@ -113,6 +113,29 @@ def test_data_access(tmp_path: Path) -> None:
     assert data_access(None, {}) == StoreAccess()
 
 
+def test_a_database_gets_its_credential_variables_and_a_loopback_one_the_hosts_network() -> None:
+    env = {
+        "PGUSER": "trainer",
+        "PGPASSWORD": "pw-1",
+        "MYSQL_PWD": "pw-2",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "HOME": "/",
+    }
+    remote = data_access("postgresql://db.internal/shop?table=bookings", env)
+    assert remote.environment == {
+        "FNSERVE_DATA": "postgresql://db.internal/shop?table=bookings",
+        "PGUSER": "trainer",
+        "PGPASSWORD": "pw-1",
+    }
+    assert not remote.loopback and not remote.mounts
+    local = data_access("mysql://trainer@127.0.0.1:3306/shop?table=bookings", env)
+    assert local.environment == {
+        "FNSERVE_DATA": "mysql://trainer@127.0.0.1:3306/shop?table=bookings",
+        "MYSQL_PWD": "pw-2",
+    }
+    assert local.loopback
+
+
 def test_serving_spec_read_only_with_tmpfs_and_published_port() -> None:
     access = StoreAccess({"FNSERVE_STORE": "s3://b"})
     spec = serving_spec("fnserve/recs:abc", "recs", access, port=0)
@@ -219,6 +242,29 @@ def test_training_cronjob_manifest() -> None:
     for bad in ("every day", "0 3 * *", "@sometimes"):
         with pytest.raises(ValueError, match="schedule"):
             training_cronjob(JOB, schedule=bad)
+
+
+def test_training_job_reads_a_database_with_credentials_from_the_secret() -> None:
+    job = TrainingJob("recs", "img", "s3://m", data="postgresql://db.ml.svc/shop?table=bookings", secret="db")
+    (container,) = training_job(job)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FNSERVE_DATA"] == "postgresql://db.ml.svc/shop?table=bookings" and "PGPASSWORD" not in env
+    assert container["envFrom"] == [{"secretRef": {"name": "db"}}]
+    with pytest.raises(
+        ValueError, match=r"postgresql://\*\*\*@db.ml.svc/shop\?table=t has a password in its URL"
+    ) as caught:
+        training_job(
+            TrainingJob("recs", "img", "s3://m", data="postgresql://u:hunter22@db.ml.svc/shop?table=t")
+        )
+    assert "hunter22" not in str(caught.value) and "PGUSER and PGPASSWORD in the Secret" in str(caught.value)
+    with pytest.raises(ValueError, match="MYSQL_PWD in the Secret"):
+        training_cronjob(
+            TrainingJob("recs", "img", "s3://m", data="mysql://u:pw@db/shop?table=t"), schedule="@daily"
+        )
+    with pytest.raises(ValueError, match=r"postgresql://localhost/shop\?table=t is on this machine"):
+        training_job(TrainingJob("recs", "img", "s3://m", data="postgresql://localhost/shop?table=t"))
+    with pytest.raises(ValueError, match="name what to read"):
+        training_job(TrainingJob("recs", "img", "s3://m", data="postgresql://db/shop"))
 
 
 def test_training_job_needs_shared_storage_and_short_names() -> None:

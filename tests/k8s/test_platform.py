@@ -157,3 +157,35 @@ def test_the_gateway_and_the_training_cronjob_are_accepted(cluster: Cluster) -> 
     made.delete("recs")
     assert not exists(cluster, "CronJob", "fnserve-train-recs")
     assert exists(cluster, "Deployment", "fnserve-gateway")  # the gateway serves other functions
+
+
+def test_a_rollout_adds_its_candidate_saves_its_stages_and_removes_it_when_rolled_back(
+    cluster: Cluster, platform: K8sPlatform
+) -> None:
+    from fnserve.gateway.rollout import RolloutPolicy
+
+    policy = RolloutPolicy.from_table(
+        {"stages": [{"shadow": True, "requests": 20}, {"weight": 10, "requests": 20}, {"weight": 100}]},
+        where="[rollout]",
+    )
+    stable = deployments.deploy(None, "recs", version="1", image=IMAGE.format(1), checkpoint_version="3")
+    stable = deployments.deploy(stable, "recs", policy=policy.to_dict())
+    platform.save_state(stable)
+    added = deployments.deploy(
+        stable, "recs", version="ckpt4", image=IMAGE.format(1), checkpoint_version="4", weight=0
+    )
+    started = deployments.start_rollout(
+        added, "ckpt4", 1000.0, checkpoint=4, why="checkpoint 4 was published"
+    )
+    platform.save_state(started)
+    assert exists(cluster, "Deployment", "fn-recs-ckpt4")  # the candidate runs beside stable
+    canary = deployments.advance_rollout(started, 1010.0, "gates kept")
+    platform.save_state(canary)
+    saved = platform.load_state()["recs"]  # the stage, the policy and the decision log survive a restart
+    assert saved == canary and saved.weights() == {"1": 90, "ckpt4": 10}
+    assert saved.rollout is not None and saved.rollout.stage == 1
+    platform.save_state(deployments.fail_rollout(saved, 1020.0, "error_rate 0.3 (≤ 0.01) over 20 answers"))
+    assert not exists(cluster, "Deployment", "fn-recs-ckpt4")
+    after = platform.load_state()["recs"]
+    assert after.weights() == {"1": 100} and after.rejected == (4,)
+    assert [e["kind"] for e in after.events] == ["started", "advanced", "rolled back"]

@@ -62,6 +62,13 @@ def rendered() -> list[tuple[str, dict[str, Any]]]:
         "recs", "fnserve/recs:ab", "s3://m", data="s3://d", secret="s3", cpus=2, memory_bytes=2**31
     )
     objects += [("training", training_job(job)), ("training", training_cronjob(job, schedule="0 3 * * *"))]
+    database = TrainingJob(
+        "recs", "fnserve/recs:ab", "s3://m", data="postgresql://db.ml/shop?table=b", secret="db"
+    )
+    objects += [
+        ("training-db", training_job(database)),
+        ("training-db", training_cronjob(database, schedule="@daily")),
+    ]
     return objects
 
 

@@ -20,7 +20,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,10 +39,13 @@ from fnserve.gateway.server import serve_gateway
 from fnserve.gateway.service import Gateway, GatewayOptions
 from fnserve.project import ProjectSettings
 from fnserve.runtime.server import bind_socket
+from fnserve.runtime.store import CheckpointStore
 from tests.support.gateways import until
 
 TOKEN = "test-admin-token"
-OPTIONS = GatewayOptions(token=TOKEN, tick_s=0.2, poll_s=0.05, state_refresh_s=1.0, hold_timeout_s=60)
+OPTIONS = GatewayOptions(
+    token=TOKEN, tick_s=0.2, poll_s=0.05, state_refresh_s=1.0, hold_timeout_s=60, checkpoint_check_s=0.5
+)
 
 
 def project_settings(project: Path) -> ProjectSettings:
@@ -88,9 +91,16 @@ class RunningGateway:
 
 @contextlib.contextmanager
 def docker_gateway(
-    project: Path, network: str, deployments: list[FunctionDeployment]
+    project: Path,
+    network: str,
+    deployments: list[FunctionDeployment],
+    *,
+    clock: Callable[[], float] | None = None,
+    rollouts: bool = False,
 ) -> Iterator[RunningGateway]:
-    """A gateway over the docker platform; on the way out it stops, and the function is deleted."""
+    """A gateway over the docker platform; on the way out it stops, and the function is deleted.
+    ``clock``: the wall clock of its ``[train] schedule`` (a fast one runs a day in seconds);
+    ``rollouts``: it watches the project's store for new checkpoints, as ``fn gateway`` does."""
     platform = DockerPlatform(project_settings(project), DockerEngine.connect(), DockerSettings(network))
     try:
         for d in deployments:
@@ -98,7 +108,12 @@ def docker_gateway(
     except BaseException:
         platform.close()
         raise
-    gateway = Gateway(platform, OPTIONS)
+    store = (
+        CheckpointStore((project / "store").as_uri(), cache_dir=project / "gateway-cache")
+        if rollouts
+        else None
+    )
+    gateway = Gateway(platform, OPTIONS, clock=clock, checkpoints=store.versions if store else None)
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     box: dict[str, Any] = {}

@@ -26,10 +26,13 @@ from fnserve.gateway.service import Gateway, GatewayOptions
 from fnserve.local.platform import LocalPlatform
 from fnserve.project import ProjectSettings
 from fnserve.runtime.server import bind_socket
+from fnserve.runtime.store import CheckpointStore
 
 FNS = Path(__file__).parent / "fns"
 TOKEN = "test-admin-token"
-FAST = GatewayOptions(token=TOKEN, tick_s=0.1, poll_s=0.02, state_refresh_s=1.0, hold_timeout_s=30)
+FAST = GatewayOptions(
+    token=TOKEN, tick_s=0.1, poll_s=0.02, state_refresh_s=1.0, hold_timeout_s=30, checkpoint_check_s=0.3
+)
 T = TypeVar("T")
 
 
@@ -79,11 +82,18 @@ def running_gateway(
     project: Path,
     deployments: list[FunctionDeployment] = (),
     options: GatewayOptions = FAST,  # type: ignore[assignment]
+    *,
+    rollouts: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[RunningGateway]:
-    platform = LocalPlatform(settings_for(project))
+    """``rollouts``: the gateway watches the project's store for new checkpoints, as ``fn gateway``.
+    ``clock``: the wall clock of its ``[train] schedule`` (a fast one runs a day in seconds)."""
+    settings = settings_for(project)
+    platform = LocalPlatform(settings)
     for d in deployments:
         platform.save_state(d)
-    gateway = Gateway(platform, options)
+    store = CheckpointStore(settings.store, cache_dir=project / "gateway-cache") if rollouts else None
+    gateway = Gateway(platform, options, checkpoints=store.versions if store else None, clock=clock)
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     loop_box: dict[str, Any] = {}

@@ -82,9 +82,39 @@ function lineChart(name, caption, lines, unit) {
 // "-" is a function without a checkpoint (or, on the gateway, a request no version reached).
 const shown = (version) => (version === "-" ? "no version" : "v" + version);
 
+// Scheduled retraining (the gateway on local and docker): the last run and the next one.
+function renderTraining(t) {
+  const when = (at) => new Date(at * 1000).toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  const last = t.last_run;
+  let said = "no run yet";
+  if (last) {
+    said = `last run ${when(last.started)}: ${last.outcome}`;
+    if (last.version !== null) said += ` (published v${last.version})`;
+  }
+  if (t.running) said += " · running now";
+  const next = t.next_run ? `next ${when(t.next_run)}` : "not scheduled";
+  return el("p", { class: "training", "data-training": last ? last.outcome : "none" },
+    `retraining ${t.schedule || "–"}: ${said} · ${next}`);
+}
+
+// A rollout (the gateway with a [rollout] policy): its stage or how it ended, and the last decisions.
+function renderRollout(r) {
+  const state = r.status === "active"
+    ? `stage ${r.stage}/${r.stages}, ${r.describe}${r.paused ? " (paused)" : ""}`
+    : r.status;
+  const box = el("div", { class: "rollout", "data-rollout": r.status },
+    el("p", {}, `rollout of v${r.candidate} (stable v${r.stable}): ${state}`));
+  const time = (at) => new Date(at * 1000).toISOString().slice(11, 19);
+  const list = el("ul", {}, ...r.decisions.map((d) => el("li", {}, `${time(d.at)} ${d.message}`)));
+  box.append(list);
+  return box;
+}
+
 function renderFunction(fn) {
   const box = el("section", { class: "fn", "data-function": fn.name });
   box.append(el("h2", {}, fn.name));
+  if (fn.training) box.append(renderTraining(fn.training));
+  if (fn.rollout) box.append(renderRollout(fn.rollout));
   const head = ["version", "weight", "replicas ready/desired", "requests/s", "p50 ms", "p99 ms",
     "error rate", "mean batch"];
   const table = el("table", {}, el("tr", {}, ...head.map((h) => el("th", {}, h))));
