@@ -32,7 +32,15 @@ from fnserve.gateway.platform import PlatformError, VersionDeployment
 from fnserve.images.builds import build_image, prepare_build
 from fnserve.project import load_settings
 from fnserve.runtime.store import CheckpointStore
-from tests.support.dockertarget import Load, deployment, docker_gateway, percentile, project_settings, value
+from tests.support.dockertarget import (
+    Load,
+    deployment,
+    docker_gateway,
+    percentile,
+    private_network,
+    project_settings,
+    value,
+)
 from tests.support.gateways import until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -80,11 +88,8 @@ def images(project: Path, docker_engine: DockerEngine) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def network(docker_engine: DockerEngine, project: Path) -> Iterator[str]:
     """A private network of this module's own; removed (with any container left on it) at the end."""
-    name = f"fnserve-test-{secrets.token_hex(4)}"
-    yield name
-    for container in docker_engine.list_containers({PROJECT_LABEL: project_id(project)}):
-        docker_engine.remove(container.id)
-    docker_engine.remove_network(name)
+    with private_network(docker_engine, project) as name:
+        yield name
 
 
 def test_two_replicas_one_killed_under_load_fails_no_request(

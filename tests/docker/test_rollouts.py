@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from fnserve.docker.replicas import PROJECT_LABEL, project_id
 from fnserve.docker_engine import DockerEngine
 from fnserve.gateway.rollout import RolloutPolicy
 from fnserve.images.builds import build_image, prepare_build
 from fnserve.runtime.store import CheckpointStore
-from tests.support.dockertarget import deployment, docker_gateway, project_settings
+from tests.support.dockertarget import deployment, docker_gateway, private_network, project_settings
 from tests.support.gateways import until
 from tests.support.probe import prober
 
@@ -69,11 +68,8 @@ def images(project: Path, docker_engine: DockerEngine) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def network(docker_engine: DockerEngine, project: Path) -> Iterator[str]:
-    name = f"fnserve-test-{secrets.token_hex(4)}"
-    yield name
-    for container in docker_engine.list_containers({PROJECT_LABEL: project_id(project)}):
-        docker_engine.remove(container.id)
-    docker_engine.remove_network(name)
+    with private_network(docker_engine, project) as name:
+        yield name
 
 
 def with_policy(d: Any, **table: Any) -> Any:

@@ -5,7 +5,6 @@ this user, and the run shows in /admin/status and /metrics."""
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from fnserve.docker_engine import DockerEngine
 from fnserve.images.builds import build_image, prepare_build
 from fnserve.runtime.store import CheckpointStore
 from tests.local.test_scheduled_training import fast_clock
-from tests.support.dockertarget import deployment, docker_gateway, project_settings
+from tests.support.dockertarget import deployment, docker_gateway, private_network, project_settings
 from tests.support.gateways import FNS, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -56,11 +55,8 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def network(docker_engine: DockerEngine, project: Path) -> Iterator[str]:
-    name = f"fnserve-test-{secrets.token_hex(4)}"
-    yield name
-    for container in docker_engine.list_containers({PROJECT_LABEL: project_id(project)}):
-        docker_engine.remove(container.id)
-    docker_engine.remove_network(name)
+    with private_network(docker_engine, project) as name:
+        yield name
 
 
 def test_a_scheduled_run_trains_in_a_container_of_the_deployed_image(

@@ -170,7 +170,9 @@ def test_a_scheduled_retraining_is_rolled_out_and_a_bad_one_rolled_back(tmp_path
     folder.mkdir(parents=True)
     (folder / "predict.py").write_text((FNS / "weighted" / "predict.py").read_text())
     (folder / "train.py").write_text(RETRAIN)
-    (folder / "function.toml").write_text(f'[train]\nschedule = "1-59/10 * * * *"\ndata = "{data.as_uri()}"\n')
+    (folder / "function.toml").write_text(
+        f'[train]\nschedule = "1-59/10 * * * *"\ndata = "{data.as_uri()}"\n'
+    )
     store = CheckpointStore((tmp_path / "store").as_uri(), cache_dir=tmp_path / "publish-cache")
     seed = tmp_path / "seed"
     seed.mkdir()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import secrets
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ import orjson
 from fnserve.bench.http1 import encode_request
 from fnserve.client.core import Call
 from fnserve.docker.platform import DockerPlatform
-from fnserve.docker.replicas import DockerSettings
+from fnserve.docker.replicas import PROJECT_LABEL, DockerSettings, project_id
 from fnserve.docker_engine import DockerEngine
 from fnserve.gateway.app import create_app
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment
@@ -46,6 +47,19 @@ TOKEN = "test-admin-token"
 OPTIONS = GatewayOptions(
     token=TOKEN, tick_s=0.2, poll_s=0.05, state_refresh_s=1.0, hold_timeout_s=60, checkpoint_check_s=0.5
 )
+
+
+@contextlib.contextmanager
+def private_network(engine: DockerEngine, project: Path) -> Iterator[str]:
+    """A network name of a test module's own; on the way out, the project's containers (whatever
+    a test left) are removed, then the network."""
+    name = f"fnserve-test-{secrets.token_hex(4)}"
+    try:
+        yield name
+    finally:
+        for container in engine.list_containers({PROJECT_LABEL: project_id(project)}):
+            engine.remove(container.id)
+        engine.remove_network(name)
 
 
 def project_settings(project: Path) -> ProjectSettings:
