@@ -53,6 +53,7 @@ class _Process:
     ready: bool = False
     draining: bool = False
     was_ready: bool = False
+    runs: tuple[str, str] = ("", "")  # (folder, checkpoint version) it was started with
 
 
 class LocalPlatform:
@@ -143,9 +144,14 @@ class LocalPlatform:
             p.version for p in self._procs if p.function == function
         }
         for label in labels:
-            live = [
+            running = [
                 p for p in self._procs if p.function == function and p.version == label and not p.draining
             ]
+            # A replica started with another folder or checkpoint (the version was changed: a new
+            # image, a pinned checkpoint) is replaced, rolling: it serves until its successors are ready.
+            spec = versions.get(label)
+            live = [p for p in running if spec is None or p.runs == _runs(spec)]
+            outdated = [p for p in running if p not in live]
             want = self._desired.get((function, label), 0) if label in versions else 0
             _, not_before = self._failures.get((function, label), (0, 0.0))
             if len(live) < want and now >= not_before:
@@ -153,6 +159,9 @@ class LocalPlatform:
                     self._procs.append(self._start(function, label, versions[label]))
             for proc in sorted(live, key=lambda p: (p.ready, -p.popen.pid))[: max(0, len(live) - want)]:
                 self._stop(proc)
+            if outdated and sum(p.ready for p in live) >= want:
+                for proc in outdated:
+                    self._stop(proc)
 
     def _start(self, function: str, version: str, spec: VersionDeployment) -> _Process:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +191,7 @@ class LocalPlatform:
                 stdout=out,
                 stderr=out,
             )
-        return _Process(function, version, popen, log, address_file)
+        return _Process(function, version, popen, log, address_file, runs=_runs(spec))
 
     def _stop(self, proc: _Process) -> None:
         """SIGTERM: the runtime turns unready, finishes what it holds, and exits."""
@@ -292,3 +301,8 @@ def read_address_file(path: Path, pid: int) -> str:
 def create_platform(settings: ProjectSettings) -> LocalPlatform:
     """The ``local`` target's entry point (see :mod:`fnserve.gateway.targets`)."""
     return LocalPlatform(settings)
+
+
+def _runs(spec: VersionDeployment) -> tuple[str, str]:
+    """What a replica process of ``spec`` runs: changing either replaces it."""
+    return spec.image, spec.checkpoint_version

@@ -200,3 +200,30 @@ def test_load_scales_a_version_up_and_calm_scales_it_back_down(tmp_path: Path) -
             stop.set()
         [r.result() for r in running]
         until(lambda: gw.status("slow")["versions"][0]["desired"] == 1, "scale down after a calm window", 30)
+
+
+def test_a_version_changed_in_place_is_replaced_rolling_with_no_failed_request(
+    tmp_path: Path, publish_weight: object
+) -> None:
+    """`fn deploy recs --checkpoint-version 2` on a running version (or a rollout pinning it):
+    the replica started for checkpoint 1 serves until its successor for checkpoint 2 is ready."""
+    from tests.support.probe import prober
+
+    first, second = publish_weight("2.0"), publish_weight("3.0")  # type: ignore[operator]
+    with running_gateway(
+        tmp_path, [deployment("weighted", ("1", "weighted", 100, str(first)), min_replicas=1)]
+    ) as gw:
+        gw.wait_ready("weighted", "1", 1)
+        before = {r["id"] for r in gw.status("weighted")["versions"][0]["replicas"]}
+        with prober(gw.url, threads=3) as answers:
+            until(lambda: len(answers) > 20, "the prober's first answers")
+            changed = gw.admin("PUT", "/functions/weighted", {"checkpoint_version": str(second)})
+            assert changed.status_code == 200, changed.text
+            until(lambda: [a.value for a in answers[-10:]] == [3.0] * 10, "answers from checkpoint 2", 60)
+
+            def replicas() -> set[str]:
+                return {r["id"] for r in gw.status("weighted")["versions"][0]["replicas"]}
+
+            until(lambda: replicas() and before.isdisjoint(replicas()), "the old process gone", 30)
+    assert answers and all(a.status == 200 for a in answers)
+    assert {a.value for a in answers} == {2.0, 3.0}
