@@ -55,6 +55,9 @@ class GatewaySpec:
     image_pull_policy: str = "IfNotPresent"
     cpu: str = "500m"
     memory: str = "512Mi"
+    store: str | None = None  # the checkpoint store, where rollouts notice new checkpoints (None: none)
+    store_options: str | None = None  # FNSERVE_STORE_OPTIONS (JSON), as the functions get it
+    secret: str | None = None  # envFrom: the store's credentials, the functions' Secret
 
 
 def gateway_objects(spec: GatewaySpec) -> list[dict[str, Any]]:
@@ -104,6 +107,10 @@ def _deployment(spec: GatewaySpec, meta: dict[str, Any]) -> dict[str, Any]:
         },
         {"name": "FNSERVE_K8S_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if spec.store:  # rollouts: the gateway asks the store for each function's new checkpoints
+        env.append({"name": "FNSERVE_STORE", "value": spec.store})
+        if spec.store_options:
+            env.append({"name": "FNSERVE_STORE_OPTIONS", "value": spec.store_options})
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
     container = {
         "name": "gateway",
@@ -121,6 +128,8 @@ def _deployment(spec: GatewaySpec, meta: dict[str, Any]) -> dict[str, Any]:
         "securityContext": container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    if spec.secret:  # the store's credentials, as the functions' replicas get them
+        container["envFrom"] = [{"secretRef": {"name": spec.secret}}]
     selector = {names.NAME_LABEL: names.GATEWAY, names.COMPONENT_LABEL: "gateway"}
     return {
         "apiVersion": "apps/v1",

@@ -11,6 +11,7 @@ table of ``fn.toml``, each function's ``function.toml``, and the kubeconfig's na
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from fnserve.gateway.platform import FunctionDeployment
 from fnserve.k8s.gateway import GatewaySpec, gateway_objects
 from fnserve.k8s.manifests import Objects, function_objects
-from fnserve.k8s.spec import FunctionSpec, K8sSettings, function_spec
+from fnserve.k8s.spec import FunctionSpec, K8sSettings, function_spec, is_local
 from fnserve.project import FUNCTION_FILE, Layers, ProjectSettings, function_dir, read_toml
 
 
@@ -70,12 +71,17 @@ def resolve_namespace(k8s: K8sSettings, environ: Mapping[str, str]) -> str:
 
 
 def gateway_spec(settings: ProjectSettings, k8s: K8sSettings, namespace: str) -> GatewaySpec:
+    reachable = not is_local(settings.store)  # a store only this machine has: no rollouts from it
+    options = json.dumps(dict(settings.storage_options), sort_keys=True) if settings.storage_options else None
     return GatewaySpec(
         namespace=namespace,
         image=k8s.gateway_image,
         service_type=k8s.gateway_service_type,
         auth=settings.gateway_auth,
         image_pull_policy=k8s.image_pull_policy,
+        store=settings.store if reachable else None,
+        store_options=options if reachable else None,
+        secret=k8s.secret or None,
     )
 
 

@@ -58,6 +58,8 @@ def rendered() -> list[tuple[str, dict[str, Any]]]:
     for service_type in ("ClusterIP", "LoadBalancer"):
         gateway = GatewaySpec("ml", service_type=service_type, auth="token")
         objects += [(f"gateway/{service_type}", obj) for obj in gateway_objects(gateway)]
+    with_store = GatewaySpec("ml", store="s3://models/ckpt", store_options='{"anon": false}', secret="s3")
+    objects += [("gateway/store", obj) for obj in gateway_objects(with_store)]
     job = TrainingJob(
         "recs", "fnserve/recs:ab", "s3://m", data="s3://d", secret="s3", cpus=2, memory_bytes=2**31
     )
@@ -160,3 +162,13 @@ def test_k8s_settings_flag_over_environment_over_fn_toml(tmp_path: Any) -> None:
     assert load_k8s_settings(tmp_path, {}, {}).secret == "s3"
     with pytest.raises(ValueError, match="image_pull_policy"):
         load_k8s_settings(tmp_path, {"FNSERVE_K8S_IMAGE_PULL_POLICY": "Sometimes"}, {})
+
+
+def test_the_gateway_reaches_the_store_for_rollouts_with_the_functions_secret() -> None:
+    deployment = gateway_objects(GatewaySpec("ml", store="s3://models/ckpt", secret="s3"))[3]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FNSERVE_STORE"] == "s3://models/ckpt" and "FNSERVE_STORE_OPTIONS" not in env
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    bare = gateway_objects(GatewaySpec("ml"))[3]["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in bare and "FNSERVE_STORE" not in {e["name"] for e in bare["env"]}
