@@ -212,6 +212,7 @@ class StageWindow:
     candidate_answers: VersionWindow = field(default_factory=VersionWindow)
     stable_answers: VersionWindow = field(default_factory=VersionWindow)
     shadow: ShadowWindow = field(default_factory=ShadowWindow)
+    ready_seen: bool = False  # the candidate had a ready replica during this window
 
     def observe(self, label: str, seconds: float, failed: bool) -> None:
         if label == self.candidate:

@@ -17,6 +17,7 @@ one loop makes every decision, so nothing is both promoted and rolled back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from fnserve.gateway import deployments
+from fnserve.gateway.activator import why_not_ready
 from fnserve.gateway.analysis import StageWindow, judge
 from fnserve.gateway.platform import FunctionDeployment
 from fnserve.gateway.routing import FunctionRoute
@@ -67,6 +69,17 @@ class Releaser:
             window = StageWindow(rollout.candidate, rollout.stable, rollout.stage, rollout.stage_started)
             route.stats.trial = window
         if rollout.paused:
+            return
+        candidate = route.versions.get(rollout.candidate)
+        if candidate is not None and candidate.balancer.ready:
+            window.ready_seen = True
+        waited = time.monotonic() - window.started
+        if not window.ready_seen and waited > deployment.policy.ready_timeout_s:
+            why = await why_not_ready(self.gateway, route, candidate) if candidate is not None else ""
+            reason = f"no replica of version {rollout.candidate} became ready within {waited:.0f} s"
+            await self.decide(
+                deployments.fail_rollout(deployment, self.clock(), reason + (f": {why}" if why else ""))
+            )
             return
         stage = deployment.policy.stages[rollout.stage]
         drift = await self._input_drift(route) if "input_drift" in deployment.policy.gates else None
@@ -110,8 +123,17 @@ class Releaser:
         newest = max(fresh)
         label = f"{CANDIDATE_PREFIX}{newest}"
         image = deployment.versions[stable].image
+        # earlier candidates now at weight 0 (a promoted one's predecessor) go: versions do not pile up
+        kept = {
+            k: v for k, v in deployment.versions.items() if v.weight > 0 or not k.startswith(CANDIDATE_PREFIX)
+        }
         added = deployments.deploy(
-            deployment, route.name, version=label, image=image, checkpoint_version=str(newest), weight=0
+            dataclasses.replace(deployment, versions=kept, previous_weights=None),
+            route.name,
+            version=label,
+            image=image,
+            checkpoint_version=str(newest),
+            weight=0,
         )
         started = deployments.start_rollout(
             added, label, self.clock(), checkpoint=newest, why=f"checkpoint {newest} was published"

@@ -116,13 +116,14 @@ class RolloutPolicy:
     shadow_fraction: float = 0.1  # share of live requests copied to the candidate in shadow stages
     min_requests: int = 50  # observations before a gate can fail a stage early
     shadow_timeout_s: float = 5.0  # a shadow answer slower than this counts as failed
+    ready_timeout_s: float = 300.0  # a candidate with no ready replica this long into a stage fails it
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, where: str) -> RolloutPolicy:
         """Parse ``[rollout]``; a ConfigError names the key and what was expected."""
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where} must be a table")
-        known = {"stages", "gates", "shadow_fraction", "min_requests", "shadow_timeout_s"}
+        known = {"stages", "gates", "shadow_fraction", "min_requests", "shadow_timeout_s", "ready_timeout_s"}
         for key in table:
             if key not in known:
                 raise ConfigError(f"{where} has unknown key {key!r}; known: {', '.join(sorted(known))}")
@@ -135,7 +136,10 @@ class RolloutPolicy:
         timeout = _number(table, "shadow_timeout_s", 5.0, where)
         if timeout <= 0:
             raise ConfigError(f"{where} shadow_timeout_s must be positive, got {timeout}")
-        return cls(stages, gates, fraction, min_requests, timeout)
+        ready = _number(table, "ready_timeout_s", 300.0, where)
+        if ready <= 0:
+            raise ConfigError(f"{where} ready_timeout_s must be positive, got {ready}")
+        return cls(stages, gates, fraction, min_requests, timeout, ready)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +148,7 @@ class RolloutPolicy:
             "shadow_fraction": self.shadow_fraction,
             "min_requests": self.min_requests,
             "shadow_timeout_s": self.shadow_timeout_s,
+            "ready_timeout_s": self.ready_timeout_s,
         }
 
     @classmethod

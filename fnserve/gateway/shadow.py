@@ -111,10 +111,15 @@ class Shadow:
                 endpoint.pool.request(method, target, headers, body),
                 timeout_s,
             )
-        except (UpstreamError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # the candidate's failure, whatever it is, is only evidence
             window.shadow.fail(time.monotonic() - started)
             self.gateway.metrics.shadow.labels(name, "failed").inc()
-            log.info("%s: shadow copy to %s failed: %s", name, window.candidate, exc or type(exc).__name__)
+            if not isinstance(exc, (UpstreamError, TimeoutError, OSError)):
+                log.exception("%s: shadow copy to %s failed", name, window.candidate)
+            else:
+                log.info(
+                    "%s: shadow copy to %s failed: %s", name, window.candidate, exc or type(exc).__name__
+                )
             return
         finally:
             endpoint.outstanding -= 1

@@ -132,3 +132,30 @@ def test_gateway_settings_from_fn_toml_environment_and_flags(tmp_path: Path) -> 
     ]:
         with pytest.raises(ValueError, match=message):
             ProjectSettings.from_mapping(tmp_path, {"gateway": bad}, {}, {})
+
+
+def test_a_rollout_policy_is_read_checked_and_saved_at_deploy_time(fn: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "functions" / "weighted"
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text((FNS / "weighted" / "predict.py").read_text())
+    (folder / "function.toml").write_text("[rollout]\nstages = [{ weight = 10 }]\n")
+    refused = run(fn, "deploy", "weighted")
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert "functions/weighted/function.toml: [rollout] stages: the last stage must be { weight = 100 }" in (
+        " ".join(refused.output.split())
+    )
+    (folder / "function.toml").write_text("[rollout]\n[rollout.gates]\naccuracy = 0.9\n")
+    unknown = run(fn, "deploy", "weighted")
+    assert unknown.exit_code != 0 and "gates: no metric 'accuracy'; known: error_rate" in unknown.output
+    bad_flag = run(fn, "deploy", "weighted", "--rollout-stages", "shadow,ten,100")
+    assert bad_flag.exit_code != 0 and "'ten' is not 'shadow[:N]' or 'WEIGHT[:N]'" in bad_flag.output
+    (folder / "function.toml").write_text("[rollout]\nshadow_fraction = 0.5\n")
+    deployed = run(fn, "deploy", "weighted", "--rollout-stages", "shadow:50,20:50,100")
+    assert deployed.exit_code == 0, deployed.output
+    policy = saved(tmp_path)["weighted"]["policy"]
+    assert policy["shadow_fraction"] == 0.5
+    assert [s.get("weight", "shadow") for s in policy["stages"]] == ["shadow", 20, 100]
+    assert run(fn, "rollout", "weighted").output.startswith("weighted: no rollout yet")
+    assert run(fn, "deploy", "weighted", "--no-rollout").exit_code == 0
+    assert saved(tmp_path)["weighted"]["policy"] is None
+    assert "has no rollout policy" in run(fn, "rollout", "weighted").output

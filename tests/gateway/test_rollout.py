@@ -174,3 +174,27 @@ def test_a_restarted_gateway_resumes_the_rollout_from_its_recorded_stage(
     assert done["rollout"]["status"] == "promoted"
     assert [e["kind"] for e in done["events"]] == ["started", "advanced", "promoted"]  # once each
     assert answers and all(a.status == 200 for a in answers)
+
+
+def test_a_candidate_that_never_gets_ready_is_rolled_back_with_the_reason(
+    tmp_path: Path, publish_weight: Any
+) -> None:
+    first = publish_weight("2.0")
+    weighted = with_policy(deployment("weighted", ("1", "weighted", 100, str(first))), ready_timeout_s=3)
+    with running_gateway(tmp_path, [weighted], rollouts=True) as gw:
+        gw.wait_ready("weighted", "1", 1)
+        broken = tmp_path / "broken-checkpoint"
+        broken.mkdir()
+        (broken / "weight.txt").write_text("not a number")  # its loader fails: never ready
+        from fnserve.runtime.store import CheckpointStore
+
+        bad = CheckpointStore(f"file://{tmp_path}/store", cache_dir=tmp_path / "c2").publish(
+            "weighted", broken
+        )
+        with prober(gw.url, threads=2) as answers:
+            done = until(lambda: ended(gw), "the unready candidate's rollout to end", 60)
+    reason = done["rollout"]["reason"]
+    assert done["rollout"]["candidate"] == f"ckpt{bad}" and done["rollout"]["status"] == "rolled back"
+    assert reason.startswith(f"no replica of version ckpt{bad} became ready within "), reason
+    assert "could not convert string to float" in reason  # the loader's own error, from the replica
+    assert answers and all(a.status == 200 for a in answers)
