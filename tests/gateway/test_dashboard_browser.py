@@ -40,3 +40,23 @@ def test_the_page_asks_for_the_token_and_keeps_it_for_the_session(tmp_path: Path
         assert weights == ["70", "30"] and replicas == ["0/0", "0/0"]
         assert browser.execute_script("return sessionStorage.length") == 1
         keep_screenshot(browser, tmp_path, "dashboard-gateway")
+
+
+def test_a_rollout_shows_its_stage_and_decisions(tmp_path: Path, browser: Any) -> None:
+    from fnserve.gateway import deployments
+    from fnserve.gateway.rollout import RolloutPolicy
+
+    policy = RolloutPolicy.from_table(
+        {"stages": [{"shadow": True, "requests": 10**6}, {"weight": 20, "requests": 10**6}, {"weight": 100}]},
+        where="[rollout]",
+    )
+    two = deployment("double", ("1", "double", 100, "latest"), ("2", "double", 0, "latest"), min_replicas=0)
+    started = deployments.start_rollout(dataclasses.replace(two, policy=policy), "2", 1.0e9, why="test")
+    canary = deployments.advance_rollout(started, 1.0e9 + 60, "error_rate 0 (≤ 0.01) over 50 paired answers")
+    with running_gateway(tmp_path, [canary]) as gw:
+        browser.get(f"{gw.url}/dashboard")
+        panel = wait_for(browser, '[data-function="double"] [data-rollout="active"]')
+        assert "rollout of v2 (stable v1): stage 2/3, weight 20 for 1000000 requests" in panel.text
+        decisions = [li.text for li in panel.find_elements("css selector", "li")]
+        assert len(decisions) == 2 and "stage 1 passed (error_rate 0 (≤ 0.01)" in decisions[1]
+        keep_screenshot(browser, tmp_path, "dashboard-rollout")
