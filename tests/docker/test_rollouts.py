@@ -28,25 +28,12 @@ from tests.local.test_scheduled_training import fast_clock
 from tests.support.dockertarget import deployment, docker_gateway, private_network, project_settings
 from tests.support.gateways import until
 from tests.support.probe import prober
+from tests.support.training import WEIGHT_FROM_DATA
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 GATES = {"mean_abs_diff": 0.5, "p99_latency_ratio": 50.0, "output_psi": False}
-
-
-TRAIN = """\
-import pathlib, tempfile
-import fsspec
-from fnserve import TrainContext
-
-ctx = TrainContext.from_env()
-with fsspec.open(ctx.data, "r") as f:
-    weight = f.read().strip()
-out = pathlib.Path(tempfile.mkdtemp())
-(out / "weight.txt").write_text(weight)
-ctx.publish(out, metrics={"weight": float(weight)})
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +48,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = project / "sources" / name
         folder.mkdir(parents=True)
         shutil.copy(REPO / "tests" / "support" / "fns" / source / "predict.py", folder / "predict.py")
-        (folder / "train.py").write_text(TRAIN)
+        (folder / "train.py").write_text(WEIGHT_FROM_DATA)
         (folder / "function.toml").write_text(
             f'[build]\ntemplate = "python"\n[train]\nschedule = "1-59/10 * * * *"\ndata = "{data}"\n'
         )

@@ -19,22 +19,9 @@ from fnserve.runtime.store import CheckpointStore
 from tests.local.test_scheduled_training import fast_clock
 from tests.support.dockertarget import deployment, docker_gateway, private_network, project_settings
 from tests.support.gateways import FNS, until
+from tests.support.training import WEIGHT_FROM_DATA
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-TRAIN = """\
-import pathlib, tempfile
-import fsspec
-from fnserve import TrainContext
-
-ctx = TrainContext.from_env()
-print("training on", ctx.data, flush=True)
-with fsspec.open(ctx.data, "r") as f:
-    weight = f.read().strip()
-out = pathlib.Path(tempfile.mkdtemp())
-(out / "weight.txt").write_text(weight)
-ctx.publish(out, metrics={"weight": float(weight)})
-"""
 
 
 @pytest.fixture
@@ -42,7 +29,7 @@ def project(tmp_path: Path) -> Path:
     folder = tmp_path / "functions" / "weighted"
     folder.mkdir(parents=True)
     shutil.copy(FNS / "weighted" / "predict.py", folder / "predict.py")
-    (folder / "train.py").write_text(TRAIN)
+    (folder / "train.py").write_text(WEIGHT_FROM_DATA)
     (tmp_path / "store").mkdir()  # empty: the first scheduled run publishes version 1
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "weight.txt").write_text("7\n")

@@ -19,6 +19,7 @@ from fnserve.cli import retraining
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment
 from fnserve.runtime.store import CheckpointStore
 from tests.support.gateways import FNS, running_gateway, until
+from tests.support.training import WEIGHT_FROM_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -140,22 +141,6 @@ def test_scheduled_runs_train_publish_and_show_everywhere(project: Path) -> None
     assert kept["running"] is None and kept["next_run"] > time.time()
 
 
-RETRAIN = """\
-import pathlib
-import tempfile
-
-import fsspec
-from fnserve import TrainContext
-
-ctx = TrainContext.from_env()
-with fsspec.open(ctx.data, "r") as f:
-    weight = f.read().strip()
-out = pathlib.Path(tempfile.mkdtemp())
-(out / "weight.txt").write_text(weight)
-ctx.publish(out, metrics={"weight": float(weight)})
-"""
-
-
 def test_a_scheduled_retraining_is_rolled_out_and_a_bad_one_rolled_back(tmp_path: Path) -> None:
     """Issue 13's loop on the local target: the schedule retrains, the rollout judges the new
     checkpoint in shadow and canary, and a retraining on bad data never answers a caller."""
@@ -169,7 +154,7 @@ def test_a_scheduled_retraining_is_rolled_out_and_a_bad_one_rolled_back(tmp_path
     folder = tmp_path / "functions" / "weighted"
     folder.mkdir(parents=True)
     (folder / "predict.py").write_text((FNS / "weighted" / "predict.py").read_text())
-    (folder / "train.py").write_text(RETRAIN)
+    (folder / "train.py").write_text(WEIGHT_FROM_DATA)
     (folder / "function.toml").write_text(
         f'[train]\nschedule = "1-59/10 * * * *"\ndata = "{data.as_uri()}"\n'
     )
