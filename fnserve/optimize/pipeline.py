@@ -116,7 +116,7 @@ def optimize(
     )
     base_version = _base_version(store, checkpoint, from_version, say)
     say(f"{name}: fetching version {base_version}")
-    base = ServedFunction(found, store, str(base_version))
+    base = ServedFunction(found, store, str(base_version), warm_up=False)
     loaded = base.load()
     assert loaded.path is not None
     base_dir = Path(loaded.path)
@@ -263,7 +263,7 @@ def _model_inputs(
     from fnserve.runtime.models import recording
 
     with recording() as calls:
-        served = ServedFunction(found, store, str(version))
+        served = ServedFunction(found, store, str(version), warm_up=False)
         served.load()  # the model is made inside the block: recording sees its calls
         _call_batched(served, samples, "the representative rows")
     if not calls:
@@ -286,7 +286,7 @@ def _load_local(found: FoundFunction, store: CheckpointStore, folder: Path, tech
             f"{type(exc).__name__}: {exc}; load checkpoints with fnserve.load_model so that every "
             "variant loads the same way"
         ) from exc
-    served = ServedFunction(found, store)
+    served = ServedFunction(found, store, warm_up=False)
     served.loaded = LoadedModel(
         model, None, None, time.time(), time.perf_counter() - started, path=str(folder)
     )

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from fnserve.runtime.versions import SkippedVersion, skip_reason, with_retries
 
 log = logging.getLogger("fnserve.function")
 
+WARM_UP_ROWS = 64  # the largest warm-up batch (or max_batch_size, if smaller)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -37,6 +40,7 @@ class LoadedModel:
     metadata: Mapping[str, Any] = field(default_factory=dict)  # from the checkpoint manifest
     fetch_s: float = 0.0  # the part of load_s spent fetching (and verifying) the checkpoint
     path: str | None = None  # the verified local copy of the version folder
+    warm_up_s: float = 0.0  # the part of load_s spent replaying representative rows (see _warm_up)
 
 
 class ServedFunction:
@@ -54,7 +58,10 @@ class ServedFunction:
         *,
         on_skip: Callable[[str, SkippedVersion], None] | None = None,
         on_load: Callable[[str, LoadedModel], None] | None = None,
+        warm_up: bool = True,
     ):
+        """``warm_up``: replay a version's representative rows before it is served (``fn optimize``,
+        which evaluates, times and records the model's inputs itself, loads without)."""
         self.found = found
         self.spec = found.spec
         self.name = found.spec.name
@@ -67,6 +74,7 @@ class ServedFunction:
         self._on_skip = on_skip
         self._on_load = on_load
         self._load_lock = threading.Lock()
+        self.warm_up = warm_up
         if self.spec.checkpoint is not None and store is None:
             raise FunctionError(f"{found.path}: function {self.name!r} needs a checkpoint store")
 
@@ -177,6 +185,7 @@ class ServedFunction:
             message = self._redact(f"loader of {self.name!r} failed: {type(exc).__name__}: {exc}")
             log.exception("loading %s version %s failed", self.name, version)
             raise FunctionError(f"{self.found.path}: {message}") from exc
+        warm_up_s = self._warm_up(model, fetched.path, version)
         return LoadedModel(
             model,
             fetched.version,
@@ -186,7 +195,35 @@ class ServedFunction:
             dict(fetched.manifest.metadata),
             fetch_s,
             str(fetched.path),
+            warm_up_s,
         )
+
+    def _warm_up(self, model: Any, folder: Path, version: int) -> float:
+        """Before a version is served, run the function on its representative rows (the training
+        inputs it was published with), at batch 1 and at a full batch: the first caller does not
+        pay for graph tracing and first allocations. A version whose rows the function rejects, or
+        answers wrongly, fails its load (never ready but broken). Seconds it took; 0 without rows."""
+        from fnserve.runtime import evaluation  # the optimizer's data module; only loads pay for it
+
+        what = f"the warm-up rows of version {version} (fnserve-representative.parquet)"
+        if not self.warm_up:
+            return 0.0
+        started = time.perf_counter()
+        try:
+            sample = evaluation.read_representative(folder)
+            if sample is None:
+                return 0.0
+            columns = evaluation.served_columns(self.found.schema, sample, what)
+            rows = len(next(iter(columns.values()))) if columns else 0
+            for n in sorted({1, min(rows, self.spec.max_batch_size, WARM_UP_ROWS)} - {0}):
+                part = {name: column[:n] for name, column in columns.items()}
+                Outputs.of(self._invoke(model, part, n), n, self.name, version)
+        except Exception as exc:
+            said = exc.message if isinstance(exc, FnError) else f"{type(exc).__name__}: {exc}"
+            message = self._redact(f"warm-up of {self.name!r} on {what} failed: {said}")
+            log.exception("warming up %s version %s failed", self.name, version)
+            raise FunctionError(f"{self.found.path}: {message}") from exc
+        return time.perf_counter() - started
 
     @staticmethod
     def _fetch(store: CheckpointStore, checkpoint: str, version: int) -> Checkpoint:
@@ -219,18 +256,20 @@ class ServedFunction:
         loaded = self.loaded
         if loaded is None:
             raise CheckpointError(f"function {self.name!r} has no model loaded", status=503)
-        args = (loaded.model,) if self.spec.loader is not None else ()
         try:
-            if self.spec.vectorized:
-                result = self.found.func(*args, **columns)
-            else:
-                result = [self.found.func(*args, **_row(columns, i)) for i in range(n)]
+            result = self._invoke(loaded.model, columns, n)
         except FnError:
             raise
         except Exception as exc:
             log.exception("function %s raised", self.name)
             raise ModelError(f"function {self.name!r} failed: {type(exc).__name__}") from exc
         return Outputs.of(result, n, self.name, loaded.version)
+
+    def _invoke(self, model: Any, columns: dict[str, Any], n: int) -> Any:
+        args = (model,) if self.spec.loader is not None else ()
+        if self.spec.vectorized:
+            return self.found.func(*args, **columns)
+        return [self.found.func(*args, **_row(columns, i)) for i in range(n)]
 
     def describe(self) -> dict[str, Any]:
         loaded = self.loaded
@@ -250,7 +289,8 @@ class ServedFunction:
             "skipped_versions": [s.describe() for s in self._newest_first()],
             # what the last load took: a gateway reports them as parts of a cold start
             "fetch_s": round(loaded.fetch_s, 4) if loaded else None,
-            "model_load_s": round(loaded.load_s - loaded.fetch_s, 4) if loaded else None,
+            "model_load_s": round(loaded.load_s - loaded.fetch_s - loaded.warm_up_s, 4) if loaded else None,
+            "warm_up_s": round(loaded.warm_up_s, 4) if loaded else None,
             "max_batch_size": self.spec.max_batch_size,
             **self.schema.describe(),
         }
