@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,29 +251,39 @@ class Verdict:
     measured: Mapping[str, float | None]
 
 
-def measure(window: StageWindow, stage: Stage, input_drift: float | None) -> dict[str, float | None]:
-    """Every gate's value now (None: not measurable yet, or not in this kind of stage)."""
-    stable_rate = window.stable_answers.error_rate()
-    stable_p99 = window.stable_answers.p99()
-    if stage.shadow:
-        shadow = window.shadow
-        rate = shadow.failed / shadow.copies if shadow.copies else None
-        p99 = shadow.p99()
-    else:
-        rate, p99 = window.candidate_answers.error_rate(), window.candidate_answers.p99()
-    values: dict[str, float | None] = {
-        "error_rate": None if rate is None else rate - (stable_rate or 0.0),
-        "p99_latency_ratio": p99 / stable_p99 if p99 is not None and stable_p99 else None,
-        "input_drift": input_drift,
+def measure(
+    window: StageWindow, stage: Stage, input_drift: float | None, names: Iterable[str]
+) -> dict[str, float | None]:
+    """The value now of each gate in ``names`` that this kind of stage measures (None: not
+    measurable yet); only those are computed: the control loop judges every tick."""
+    shadow = window.shadow
+    answers = window.candidate_answers
+
+    def error_rate() -> float | None:
+        rate = (
+            (shadow.failed / shadow.copies if shadow.copies else None)
+            if stage.shadow
+            else answers.error_rate()
+        )
+        return None if rate is None else rate - (window.stable_answers.error_rate() or 0.0)
+
+    def p99_latency_ratio() -> float | None:
+        p99, stable = (shadow.p99() if stage.shadow else answers.p99()), window.stable_answers.p99()
+        return p99 / stable if p99 is not None and stable else None
+
+    values: dict[str, Callable[[], float | None]] = {
+        "error_rate": error_rate,
+        "p99_latency_ratio": p99_latency_ratio,
+        "input_drift": lambda: input_drift,
     }
     if stage.shadow:
         values |= {
-            "mean_abs_diff": window.shadow.mean_abs_diff(),
-            "label_flip_rate": window.shadow.label_flip_rate(),
-            "rank_agreement": window.shadow.rank_agreement(),
-            "output_psi": window.shadow.output_psi(),
+            "mean_abs_diff": shadow.mean_abs_diff,
+            "label_flip_rate": shadow.label_flip_rate,
+            "rank_agreement": shadow.rank_agreement,
+            "output_psi": shadow.output_psi,
         }
-    return values
+    return {name: values[name]() for name in names if name in values}
 
 
 def judge(
@@ -284,7 +294,7 @@ def judge(
     A gate that still cannot be measured when the stage is complete fails it (nothing is
     promoted on evidence that was never seen)."""
     seen = window.observations(stage)
-    measured = measure(window, stage, input_drift)
+    measured = measure(window, stage, input_drift, policy.gates)
     kept: list[str] = []
     broken: list[str] = []
     unmeasured: list[str] = []
