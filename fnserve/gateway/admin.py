@@ -189,22 +189,11 @@ def routes(gateway: Gateway) -> list[Route]:
         return await answer(deployments.promote_by_hand(route_of(request).deployment, version, time.time()))
 
     async def rollback(request: Request) -> Response:
-        deployment = route_of(request).deployment
-        if deployment.rollout is not None and deployment.rollout.active:  # the candidate goes, by hand
-            return await answer(deployments.fail_rollout(deployment, time.time(), "by hand", by_hand=True))
-        return await answer(deployments.rollback(deployment))
+        return await answer(deployments.rollback_by_hand(route_of(request).deployment, time.time()))
 
     async def rollout(request: Request) -> Response:
-        args = await body_of(request)
-        deployment = route_of(request).deployment
-        if set(args) == {"paused"} and isinstance(args["paused"], bool):
-            return await answer(deployments.pause_rollout(deployment, time.time(), args["paused"]))
-        if set(args) == {"candidate"} and isinstance(args["candidate"], str):
-            why = f"version {args['candidate']} named by hand"
-            return await answer(
-                deployments.start_rollout(deployment, args["candidate"], time.time(), why=why)
-            )
-        raise ValidationError('expected {"paused": true|false} or {"candidate": "VERSION"}')
+        change = await body_of(request)
+        return await answer(deployments.change_rollout(route_of(request).deployment, change, time.time()))
 
     async def delete(request: Request) -> Response:
         route = route_of(request)

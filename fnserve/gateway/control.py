@@ -177,18 +177,10 @@ class DirectControl:
         return self._save(deployments.promote_by_hand(self._get(name), version, time.time()))
 
     def rollback(self, name: str) -> dict[str, Any]:
-        deployment = self._get(name)
-        if deployment.rollout is not None and deployment.rollout.active:
-            return self._save(deployments.fail_rollout(deployment, time.time(), "by hand", by_hand=True))
-        return self._save(deployments.rollback(deployment))
+        return self._save(deployments.rollback_by_hand(self._get(name), time.time()))
 
     def rollout(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
-        deployment = self._get(name)
-        if "paused" in change:
-            return self._save(deployments.pause_rollout(deployment, time.time(), bool(change["paused"])))
-        candidate = str(change["candidate"])
-        why = f"version {candidate} named by hand"
-        return self._save(deployments.start_rollout(deployment, candidate, time.time(), why=why))
+        return self._save(deployments.change_rollout(self._get(name), change, time.time()))
 
     def delete(self, name: str) -> None:
         self._get(name)

@@ -174,6 +174,26 @@ def promote_by_hand(deployment: FunctionDeployment, version: str, now: float) ->
     return _logged(changed, now, "promoted", f"version {version} promoted to 100% by hand", candidate=version)
 
 
+def rollback_by_hand(deployment: FunctionDeployment, now: float) -> FunctionDeployment:
+    """``fn rollback`` — during a rollout, its candidate goes (by hand); else the split before."""
+    if deployment.rollout is not None and deployment.rollout.active:
+        return fail_rollout(deployment, now, "by hand", by_hand=True)
+    return rollback(deployment)
+
+
+def change_rollout(
+    deployment: FunctionDeployment, change: Mapping[str, Any], now: float
+) -> FunctionDeployment:
+    """``fn rollout``: ``{"paused": true|false}`` pauses or resumes it, ``{"candidate": "V"}``
+    starts one for a deployed version."""
+    if set(change) == {"paused"} and isinstance(change["paused"], bool):
+        return pause_rollout(deployment, now, change["paused"])
+    if set(change) == {"candidate"} and isinstance(change["candidate"], str):
+        candidate = change["candidate"]
+        return start_rollout(deployment, candidate, now, why=f"version {candidate} named by hand")
+    raise DeployError('expected {"paused": true|false} or {"candidate": "VERSION"}')
+
+
 def rollback(deployment: FunctionDeployment) -> FunctionDeployment:
     """Back to the split before the last change (a second rollback undoes the first)."""
     previous = deployment.previous_weights
@@ -206,10 +226,9 @@ def start_rollout(
         )
     if candidate not in deployment.versions:
         raise DeployError(f"{deployment.name} has no version {candidate!r}")
-    others = {k: v.weight for k, v in deployment.versions.items() if k != candidate}
-    if not others:
+    stable = deployment.heaviest(excluding=candidate)
+    if stable is None:
         raise DeployError(f"{deployment.name}: a candidate needs a stable version beside it")
-    stable = max(others, key=lambda k: (others[k], k))
     rollout = Rollout(candidate=candidate, stable=stable, stage_started=now, checkpoint=checkpoint)
     changed = _at_stage(deployment, rollout, policy.stages[0])
     return _logged(

@@ -81,6 +81,11 @@ class FunctionDeployment:
     def weights(self) -> dict[str, int]:
         return {label: v.weight for label, v in self.versions.items()}
 
+    def heaviest(self, excluding: str | None = None) -> str | None:
+        """The version with the most weight (ties: the greatest label), ``excluding`` left out."""
+        weights = {k: v.weight for k, v in self.versions.items() if k != excluding}
+        return max(weights, key=lambda k: (weights[k], k)) if weights else None
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (state files, ConfigMaps, the admin API); ``from_dict`` reads it back."""
         return {

@@ -105,7 +105,8 @@ class Releaser:
             return
         self._store_checked[route.name] = now
         deployment = route.deployment
-        stable = max(deployment.versions, key=lambda k: (deployment.versions[k].weight, k))
+        stable = deployment.heaviest()
+        assert stable is not None  # a deployment has at least one version
         serving = deployment.versions[stable].checkpoint_version
         if not serving.isdigit():
             return  # "latest": its replicas load every new checkpoint themselves
