@@ -140,14 +140,7 @@ def _cold_start(name: str, entry: str) -> dict[str, float]:
             url = _wait_url(proc, entry, address_file, log)
             url_file.write_text(url)
             with httpx.Client(timeout=5) as client:
-                while True:
-                    try:
-                        if client.get(f"{url}/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    _check_alive(proc, log)
-                    time.sleep(0.005)
+                _wait_ready(client, url, proc, log)
                 ready = time.perf_counter() - started
                 answer = _predict(client, url, name)
                 first = time.perf_counter() - started
@@ -185,6 +178,18 @@ def _wait_url(proc: subprocess.Popen[bytes], entry: str, address_file: Path, log
                     return line.rsplit("listening on ", 1)[1].strip()
         time.sleep(0.002)
     raise SystemExit(f"{entry}: no address within 120 s")
+
+
+def _wait_ready(client: httpx.Client, url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    """Poll ``/readyz`` every 5 ms until it answers 200 (the process exiting meanwhile: an error)."""
+    while True:
+        try:
+            if client.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        _check_alive(proc, log)
+        time.sleep(0.005)
 
 
 def _check_alive(proc: subprocess.Popen[bytes], log: Any) -> None:

@@ -34,7 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cold_start import QUERIES, ROOT, _check_alive, _pin, _predict, _train_missing, _wait_url
+from cold_start import QUERIES, ROOT, _pin, _predict, _train_missing, _wait_ready, _wait_url
 
 from fnserve.project import ProjectSettings
 from fnserve.runtime.evaluation import REPRESENTATIVE_FILE
@@ -118,14 +118,7 @@ def _start(name: str, store_url: str, version: int) -> dict[str, float]:
         try:
             url = _wait_url(proc, "runtime", address_file, log)
             with httpx.Client(timeout=30) as client:
-                while True:
-                    try:
-                        if client.get(f"{url}/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    _check_alive(proc, log)
-                    time.sleep(0.005)
+                _wait_ready(client, url, proc, log)
                 ready = time.perf_counter() - started
                 timings = []
                 for _ in range(2):
