@@ -117,8 +117,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, function: str, folder: Path):
-        self.function, self.folder = function, folder
+    def __init__(self, function: str, folder: Path, checkpoint_version: str = "latest"):
+        self.function, self.folder, self.checkpoint_version = function, folder, checkpoint_version
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
@@ -133,7 +133,11 @@ class Bench:
         scaling = Scaling(min_replicas=1, max_replicas=1)
         platform = LocalPlatform(ProjectSettings.load(WORK, env))
         platform.save_state(
-            FunctionDeployment(self.function, {"1": VersionDeployment(str(self.folder))}, scaling)
+            FunctionDeployment(
+                self.function,
+                {"1": VersionDeployment(str(self.folder), checkpoint_version=self.checkpoint_version)},
+                scaling,
+            )
         )
         platform.close(0)
         argv = ["taskset", "-c", str(GATEWAY_CORE), sys.executable, "-m", "fnserve.cli", "gateway"]
@@ -178,10 +182,10 @@ class Bench:
 class DockerBench:
     """The docker target: the gateway container and one replica container, as `fn deploy` makes them."""
 
-    def __init__(self, function: str, folder: Path):
+    def __init__(self, function: str, folder: Path, checkpoint_version: str = "latest"):
         from fnserve.docker_engine import DockerEngine
 
-        self.function, self.folder = function, folder
+        self.function, self.folder, self.checkpoint_version = function, folder, checkpoint_version
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
@@ -207,8 +211,8 @@ class DockerBench:
             "FNSERVE_DOCKER_NETWORK": NETWORK,
         }
         settings = ProjectSettings.load(DOCKER_WORK, env)
-        if self.function == "recs":  # this project's function, as `fn build recs` builds it
-            plan = prepare_build(root, "recs", self.engine)
+        if (ROOT / "functions" / self.function).is_dir():  # this project's, as `fn build NAME` builds it
+            plan = prepare_build(root, self.function, self.engine)
         else:  # a test function: a function folder of the scratch project, python template
             target = DOCKER_WORK / "functions" / self.function
             target.mkdir(parents=True)
@@ -220,7 +224,8 @@ class DockerBench:
         docker = DockerSettings.load(DOCKER_WORK, env)
         platform = DockerPlatform(settings, self.engine, docker)
         scaling = Scaling(min_replicas=1, max_replicas=1)
-        platform.save_state(FunctionDeployment(self.function, {"1": VersionDeployment(self.image)}, scaling))
+        version = VersionDeployment(self.image, checkpoint_version=self.checkpoint_version)
+        platform.save_state(FunctionDeployment(self.function, {"1": version}, scaling))
         self.gateway_url = start_gateway(settings, self.engine, print, environ=env)
         self.gateway_id = self.engine.list_containers(name=GATEWAY_CONTAINER)[0].id
         self.pin_container(self.gateway_id, GATEWAY_CORE)
@@ -260,13 +265,15 @@ class DockerBench:
     def stop(self) -> None:
         """The gateway container first (so it starts nothing more), then every container of the project."""
         mine = {PROJECT_LABEL: project_id(DOCKER_WORK)}
-        for container in self.engine.list_containers(name=GATEWAY_CONTAINER) + self.engine.list_containers(
-            mine
+        for found in (
+            lambda: self.engine.list_containers(name=GATEWAY_CONTAINER),
+            lambda: self.engine.list_containers(mine),
         ):
-            try:
-                self.engine.stop(container.id, timeout_s=5)
-            finally:
-                self.engine.remove(container.id)
+            for container in found():  # listed once the gateway is gone: it starts no standby after
+                try:
+                    self.engine.stop(container.id, timeout_s=5)
+                finally:
+                    self.engine.remove(container.id)
         self.engine.remove_network(NETWORK)
         self.engine.close()
 

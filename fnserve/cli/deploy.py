@@ -13,6 +13,7 @@ from fnserve import deploy as library
 from fnserve.cli import retraining
 from fnserve.cli.common import console, load_settings, out, user_errors
 from fnserve.gateway.control import Control, connect, running_target
+from fnserve.gateway.platform import MAX_WARM_POOL
 from fnserve.gateway.split import parse_weights
 from fnserve.gateway.targets import TARGETS
 from fnserve.project import DEFAULT_PORT
@@ -32,6 +33,12 @@ max_option = click.option(
 )
 idle_option = click.option(
     "--scale-to-zero-after", type=click.FloatRange(min=0, min_open=True), default=None, help="Idle seconds."
+)
+pool_option = click.option(
+    "--warm-pool",
+    type=click.IntRange(0, MAX_WARM_POOL),
+    default=None,
+    help="Standbys kept per version while it may scale to zero (default 1; 0: plain cold starts).",
 )
 
 
@@ -87,6 +94,7 @@ def gateway_command(host: str | None, port: int | None, target: str | None) -> N
 @min_option
 @max_option
 @idle_option
+@pool_option
 @click.option(
     "--sticky-key", default=None, help="Header or query parameter that keeps a caller on one version."
 )
@@ -121,6 +129,7 @@ def deploy_command(name: str, target: str | None, image: str | None, **options: 
         "min_replicas": options.pop("min_replicas"),
         "max_replicas": options.pop("max_replicas"),
         "scale_to_zero_after_s": options.pop("scale_to_zero_after"),
+        "warm_pool": options.pop("warm_pool"),
     }
     scaling = {k: v for k, v in scaling.items() if v is not None}
     dry_run, output = options.pop("dry_run"), options.pop("output")
@@ -161,6 +170,7 @@ def status_command(name: str | None) -> None:
 @min_option
 @max_option
 @idle_option
+@pool_option
 @click.option(
     "--target-in-flight", type=click.FloatRange(min=0, min_open=True), default=None, help="Per replica."
 )
@@ -172,6 +182,7 @@ def scale_command(name: str, scale_to_zero_after: float | None, **changes: Any) 
     Examples:
       fn scale recs --min 2 --max 8
       fn scale recs --min 0 --scale-to-zero-after 120
+      fn scale recs --warm-pool 0       # no standby: every wake-up starts a process or container
     """
     print_status([control().scale(name, scale_to_zero_after_s=scale_to_zero_after, **changes)])
 
@@ -253,6 +264,19 @@ def _say(line: str) -> None:
     out.print(scrub(line), markup=False, highlight=False, soft_wrap=True)
 
 
+def cold_start_line(name: str, cold: dict[str, Any]) -> str:
+    """The last cold start's parts, largest named first, e.g.
+    ``recs cold start 0.84s (standby): load 0.41, warm_up 0.12, ...``.
+
+    >>> cold_start_line("recs", {"total_s": 1.0, "standby": False, "load_s": 0.6, "start_s": 0.4})
+    'recs cold start 1.00s: load 0.60s, start 0.40s'
+    """
+    parts = {k.removesuffix("_s"): v for k, v in cold.items() if k.endswith("_s") and k != "total_s"}
+    shown = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+    how = " (standby)" if cold.get("standby") else ""
+    return f"{name} cold start {cold['total_s']:.2f}s{how}: {shown}"
+
+
 def print_status(functions: list[dict[str, Any]]) -> None:
     table = Table("function", "version", "weight", "replicas", "req/s", "p99 ms", "last cold start")
     for f in functions:
@@ -271,6 +295,9 @@ def print_status(functions: list[dict[str, Any]]) -> None:
                 cold_text if first else "",
             )
     out.print(table)
+    for f in functions:
+        if cold := f.get("last_cold_start"):
+            out.print(cold_start_line(f["name"], cold), markup=False, highlight=False)
     print_rollouts(functions)
     for line in (line for f in functions for line in retraining.lines(f)):  # [train] schedule
         out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -45,12 +46,21 @@ from fnserve.docker.tracker import Tracker
 from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.images.labels import FUNCTION_LABEL, PROJECT_LABEL, ROLE_LABEL, SPEC_LABEL, VERSION_LABEL
+from fnserve.gateway.warmpool import POOL_RETRY_S, STANDBY_BYTES, available_memory_bytes, plan_pool
+from fnserve.images.labels import (
+    FUNCTION_LABEL,
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    SPEC_LABEL,
+    STANDBY_LABEL,
+    VERSION_LABEL,
+)
 from fnserve.project import ProjectSettings, state_dir
 
 STOP_DELAY_S = 1.0  # draining -> SIGTERM: the gateway's next refresh (every 0.5 s) routes around it first
 KILL_GRACE_S = 10.0  # past the runtime's drain timeout, SIGKILL
 MAX_LOG_CONTAINERS = 5
+log = logging.getLogger("fnserve.gateway")
 
 
 class DockerPlatform:
@@ -75,6 +85,13 @@ class DockerPlatform:
         self._lock = threading.RLock()
         self._desired: dict[tuple[str, str], int] = {}
         self._network = False  # the network is known to exist
+        # The warm pool (fnserve.gateway.warmpool): containers labelled standby that serve once
+        # claimed; which were claimed lives here, or is asked of the container after a restart.
+        self._claimed: set[str] = set()
+        self._armed: set[str] = set()  # standbys whose /readyz says they stand by
+        self._prepared: set[str] = set()  # ... and have fetched and imported
+        self._pool_paused: dict[tuple[str, str], float] = {}
+        self._pool_view: dict[str, dict[str, int]] = {}  # function -> version -> armed standbys
         self._probe = httpx.Client(timeout=probe_timeout_s)
 
     # --- desired state ----------------------------------------------------------------------
@@ -107,7 +124,9 @@ class DockerPlatform:
 
     def replicas(self, function: str) -> list[Replica]:
         with self._lock, engine_errors():
-            running = [c for c in self._reconcile(function)[0] if c.state == "running"]
+            running = [
+                c for c in self._reconcile(function)[0] if c.state == "running" and not self._in_pool(c)
+            ]
             draining = set(self.known.draining)
         found = []
         for container in running:
@@ -141,6 +160,9 @@ class DockerPlatform:
         now, errors = time.monotonic(), []
         containers = self._containers(function)
         for container in containers:
+            if self._in_pool(container) and container.state in ("exited", "dead"):
+                self._pool_ended(function, container, now)
+                continue
             self._settle(function, container, now)
         deployment = self.state.read().get(function)
         versions = deployment.versions if deployment else {}
@@ -164,7 +186,128 @@ class DockerPlatform:
                     if error:  # the next try waits for the version's pause
                         errors.append(error)
                         break
+        self._keep_pool(function, deployment, containers, now)
         return containers, errors
+
+    # --- the warm pool ------------------------------------------------------------------------
+
+    def _in_pool(self, container: ContainerInfo) -> bool:
+        """A standby not claimed yet. One from before a restart of the gateway is asked once."""
+        if container.labels.get(STANDBY_LABEL) != "true" or container.id in self._claimed:
+            return False
+        if container.id not in self._prepared and container.state == "running":
+            said = self._standing_by(container)
+            if said is None:
+                return True
+            if said.get("standby") is not True:  # it serves: claimed before this platform started
+                self._claimed.add(container.id)
+                return False
+            self._armed.add(container.id)
+            if said.get("prepared") is True:
+                self._prepared.add(container.id)
+        return True
+
+    def _standing_by(self, container: ContainerInfo) -> dict[str, object] | None:
+        """The container's /readyz body (None: it does not answer yet)."""
+        url = self._url(container)
+        try:
+            said = self._probe.get(f"{url}/readyz").json() if url else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return said if isinstance(said, dict) else None
+
+    def _pool_ended(self, function: str, container: ContainerInfo, now: float) -> None:
+        """A standby exited: removed; unless it was stopped, plain starts for a while, with a warning."""
+        key = (function, container.labels.get(VERSION_LABEL, ""))
+        if container.id not in self.known.draining:
+            self._pool_paused[key] = now + POOL_RETRY_S
+            log.warning(
+                "%s@%s: a warm-pool standby exited (status %s); plain starts for %.0f s",
+                *key,
+                container.exit_code,
+                POOL_RETRY_S,
+            )
+        self._armed.discard(container.id)
+        self._prepared.discard(container.id)
+        self._remove(container.id)
+
+    def _keep_pool(
+        self,
+        function: str,
+        deployment: FunctionDeployment | None,
+        containers: list[ContainerInfo],
+        now: float,
+    ) -> None:
+        """Stop outdated standbys and start those each version's pool lacks (fnserve.gateway.warmpool)."""
+        versions = deployment.versions if deployment else {}
+        running = [c for c in containers if c.state == "running" and c.id not in self.known.draining]
+        pool = [c for c in running if self._in_pool(c)]
+        starting = any(not self.known.ready.get(c.id, False) for c in running if c not in pool)
+        labels = set(versions) | {c.labels.get(VERSION_LABEL, "") for c in pool}
+        view: dict[str, int] = {}
+        for c in pool:
+            if c.id in self._prepared:
+                view[c.labels.get(VERSION_LABEL, "")] = view.get(c.labels.get(VERSION_LABEL, ""), 0) + 1
+        self._pool_view[function] = view
+        for label in labels:
+            spec, key = versions.get(label), (function, label)
+            mine = sorted((c for c in pool if c.labels.get(VERSION_LABEL) == label), key=lambda c: c.created)
+            wanted = 0
+            if spec is not None and deployment is not None and deployment.scaling.min_replicas == 0:
+                wanted = deployment.scaling.warm_pool if now >= self._pool_paused.get(key, 0.0) else 0
+            digest = spec_digest(spec) if spec else ""
+            fresh = [c.id for c in mine if c.labels.get(SPEC_LABEL) == digest]
+            outdated = [c.id for c in mine if c.id not in fresh]
+            plan = plan_pool(
+                wanted=wanted,
+                fresh=fresh,
+                outdated=outdated,
+                starting=starting,
+                available_bytes=available_memory_bytes() if wanted > len(fresh) else None,
+            )
+            for container_id in plan.stop:
+                self.known.drain(container_id, now=now)
+            if plan.short_of_memory:
+                self._pool_paused[key] = now + POOL_RETRY_S
+                log.warning(
+                    "%s@%s: not enough memory for a warm-pool standby (one needs about %d MiB); plain starts",
+                    function,
+                    label,
+                    STANDBY_BYTES >> 20,
+                )
+            for _ in range(plan.start):
+                assert spec is not None
+                if self._start(function, label, spec, standby=True):
+                    self._pool_paused[key] = now + POOL_RETRY_S  # why: kept for `fn logs`
+                    break
+
+    def standbys(self, function: str) -> dict[str, int]:
+        """Prepared warm-pool standbys of each version, as the last reconcile saw them."""
+        return dict(self._pool_view.get(function, {}))
+
+    def _claim(self, function: str, label: str, spec: VersionDeployment) -> bool:
+        """Claim an armed standby of this spec: SIGUSR1 makes it load and serve. False: none."""
+        digest = spec_digest(spec)
+        for container in sorted(self._containers(function), key=lambda c: c.created):
+            mine = container.labels.get(VERSION_LABEL) == label and container.labels.get(SPEC_LABEL) == digest
+            if (
+                mine
+                and container.state == "running"
+                and container.id in self._armed
+                and self._in_pool(container)
+            ):
+                if container.id in self.known.draining:
+                    continue
+                try:
+                    self.engine.kill(container.id, "SIGUSR1")
+                except EngineError:
+                    continue
+                self._claimed.add(container.id)
+                self._armed.discard(container.id)
+                self._prepared.discard(container.id)
+                log.info("%s@%s: claimed warm-pool standby %s", function, label, container.id[:12])
+                return True
+        return False
 
     def _settle(self, function: str, container: ContainerInfo, now: float) -> None:
         """Send a draining container its signal; remove an ended one, but keep the last crash for logs."""
@@ -182,9 +325,13 @@ class DockerPlatform:
         for older in self.known.crashed(key, container.id, now=now):
             self._remove(older)
 
-    def _start(self, function: str, label: str, spec: VersionDeployment) -> str:
-        """Start one replica; returns "" or why it could not start (also kept for `fn logs`)."""
+    def _start(self, function: str, label: str, spec: VersionDeployment, *, standby: bool = False) -> str:
+        """Start one replica (claiming a standby of the warm pool if one is armed), or with
+        ``standby`` one for the pool; returns "" or why it could not start (kept for `fn logs`)."""
         key = (function, label)
+        if not standby and self._claim(function, label, spec):
+            self.known.started(key)
+            return ""
         try:
             access = self._store_access(spec)
             if not self._network:
@@ -193,15 +340,31 @@ class DockerPlatform:
             name = f"fnserve-{function}-{label}-{secrets.token_hex(3)}"
             where = {"network": self.docker.network, "project": self.project}
             drain_s = self.settings.drain_timeout_s
-            self.engine.run(
-                replica_spec(function, label, spec, access, name=name, drain_timeout_s=drain_s, **where)
+            container = self.engine.run(
+                replica_spec(
+                    function,
+                    label,
+                    spec,
+                    access,
+                    name=name,
+                    drain_timeout_s=drain_s,
+                    standby=standby,
+                    **where,
+                )
             )
         except (EngineError, PlatformError) as exc:
             self._network = False
-            message = f"cannot start a replica of {function}@{label}: {exc}"
+            what = "a warm-pool standby" if standby else "a replica"
+            message = f"cannot start {what} of {function}@{label}: {exc}"
+            if standby:  # the pool only speeds starts up: plain starts, with a warning
+                log.warning("%s; plain starts", message)
+                return message
             self.known.start_failed(key, message, now=time.monotonic())
             return message
-        self.known.started(key)
+        if not standby:
+            self.known.started(key)
+        elif container:
+            log.info("%s@%s: warm-pool standby %s started", function, label, container[:12])
         return ""
 
     def _store_access(self, version: VersionDeployment) -> StoreAccess:
@@ -230,6 +393,7 @@ class DockerPlatform:
             if c.state == "running"
             and c.id not in self.known.draining
             and c.labels.get(VERSION_LABEL) == version
+            and not self._in_pool(c)
         ]
 
     def _url(self, container: ContainerInfo) -> str:

@@ -35,6 +35,7 @@ from fnserve.images.labels import (
     PROJECT_LABEL,
     ROLE_LABEL,
     SPEC_LABEL,
+    STANDBY_LABEL,
     VERSION_LABEL,
 )
 from fnserve.images.plan import CONTAINER_PORT
@@ -93,8 +94,10 @@ def replica_spec(
     network: str,
     project: str,
     drain_timeout_s: float,
+    standby: bool = False,
 ) -> ContainerSpec:
     """One replica: the runtime on port 8080 of its network address, read-only, /tmp on tmpfs.
+    ``standby``: a warm pool's, which loads its model only when claimed (fnserve.gateway.warmpool).
 
     >>> spec = replica_spec("recs", "2", VersionDeployment("fnserve/recs:ab12", 100, "7"), StoreAccess(),
     ...                     name="fnserve-recs-2-x", network="fnserve", project="p", drain_timeout_s=20)
@@ -109,6 +112,8 @@ def replica_spec(
     }
     if version.checkpoint_version != "latest":
         env["FNSERVE_CHECKPOINT_VERSION"] = version.checkpoint_version
+    if standby:
+        env["FNSERVE_STANDBY"] = "1"
     return ContainerSpec(
         image=version.image,
         name=name,
@@ -123,6 +128,7 @@ def replica_spec(
             FUNCTION_LABEL: function,
             VERSION_LABEL: label,
             SPEC_LABEL: spec_digest(version),
+            **({STANDBY_LABEL: "true"} if standby else {}),
         },
     )
 

@@ -59,6 +59,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 def function_status(gateway: Gateway, route: FunctionRoute) -> dict[str, Any]:
     deployment = route.deployment
     versions = []
+    standbys = getattr(gateway.platform, "standbys", None)  # the warm pool, where a target has one
+    pool = standbys(route.name) if callable(standbys) else {}
     for label, spec in deployment.versions.items():
         version = route.versions[label]
         versions.append(
@@ -70,6 +72,7 @@ def function_status(gateway: Gateway, route: FunctionRoute) -> dict[str, Any]:
                 "desired": version.desired,
                 "ready": version.balancer.ready,
                 "in_flight": version.meter.in_flight,
+                "standby": pool.get(label, 0),  # warm-pool standbys ready to be claimed
                 "replicas": [
                     {"url": r.url, "ready": r.ready, "draining": r.draining, "id": r.id}
                     for r in version.replicas

@@ -45,8 +45,9 @@ class GatewayMetrics:
         )
         self.cold_start_seconds = Histogram(
             "fnserve_gateway_cold_start_seconds",
-            "Cold start from zero, in parts: total (first request held until a replica was ready), "
-            "start (platform start until the runtime process was up), fetch (checkpoint), load (model)",
+            "Cold start from zero, in parts: total (scale request to the first held request's answer), "
+            "start (process, container or standby claimed), import, fetch, framework, load, warm_up, "
+            "other, ready (until the gateway saw it), first_answer",
             ["function", "part"],
             buckets=COLD_START_BUCKETS_S,
             registry=r,

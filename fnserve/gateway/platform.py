@@ -37,6 +37,9 @@ from fnserve.runtime.errors import ConfigError, FnError
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
 
+MAX_WARM_POOL = 8
+
+
 @dataclass(frozen=True)
 class Scaling:
     min_replicas: int = 1  # 0 allows scale to zero
@@ -45,6 +48,7 @@ class Scaling:
     target_in_flight: float = 8.0  # desired in-flight requests per replica (the talk's queue-size metric)
     stable_window_s: float = 60.0  # scale down on the average over this window
     panic_window_s: float = 6.0  # scale up fast when this window's load is 2x the target
+    warm_pool: int = 1  # standbys kept per version while it may scale to zero (fnserve.gateway.warmpool)
 
     def __post_init__(self) -> None:
         if not all(type(n) is int for n in (self.min_replicas, self.max_replicas)):
@@ -55,6 +59,10 @@ class Scaling:
             )
         if self.scale_to_zero_after_s <= 0 or self.target_in_flight <= 0:
             raise ValueError("scale_to_zero_after_s and target_in_flight must be positive")
+        if type(self.warm_pool) is not int or not 0 <= self.warm_pool <= MAX_WARM_POOL:
+            raise ValueError(
+                f"warm_pool must be an integer from 0 to {MAX_WARM_POOL}, got {self.warm_pool!r}"
+            )
         if not 0 < self.panic_window_s <= self.stable_window_s:
             raise ValueError("need 0 < panic_window_s <= stable_window_s")
 

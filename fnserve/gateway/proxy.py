@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from fnserve.gateway.activator import VersionGone, hold
+from fnserve.gateway.activator import VersionGone, answered, hold
 from fnserve.gateway.balancer import Endpoint, may_retry
 from fnserve.gateway.routing import FunctionRoute, VersionRoute
 from fnserve.gateway.upstream import Headers, UpstreamError
@@ -154,11 +154,12 @@ class Proxy:
         meter.started(time.monotonic())
         try:
             tried: list[Endpoint] = []
+            held = False
             while True:
                 endpoint = version.balancer.pick(tried)
                 if endpoint is None:
                     try:
-                        endpoint = await hold(self.gateway, route, version)
+                        endpoint, held = await hold(self.gateway, route, version), True
                     except VersionGone:  # a removed candidate: by the function's split now
                         current = self.gateway.functions.get(route.name)
                         if pinned or current is None or tried:
@@ -188,6 +189,8 @@ class Proxy:
                     ) from None
                 finally:
                     endpoint.outstanding -= 1
+                if held:
+                    answered(version)  # the first held request's answer ends a cold start
                 retry = status in (502, 503) and len(tried) + 1 < MAX_ATTEMPTS
                 if retry and may_retry(method, reached=True, status=status, draining=endpoint.draining):
                     tried.append(endpoint)

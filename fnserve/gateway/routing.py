@@ -89,6 +89,7 @@ class VersionRoute:
         self.why: asyncio.Task[str] | None = None  # the last inquiry into why it is not ready
         self.why_asked_at = 0.0
         self.replicas: list[Replica] = []
+        self.cold_start: Any = None  # the wake-up from zero waiting for its first answer (activator)
 
     def apply(self, replicas: Iterable[Replica]) -> None:
         self.replicas = list(replicas)

@@ -27,3 +27,4 @@ ROLE_LABEL = LABEL_PREFIX + "role"  # "replica" or "gateway" ("serve"/"train": f
 PROJECT_LABEL = LABEL_PREFIX + "project"  # project_id(): two projects never touch each other's
 VERSION_LABEL = LABEL_PREFIX + "version"  # the function version a replica serves
 SPEC_LABEL = LABEL_PREFIX + "spec"  # spec_digest(): what the container runs
+STANDBY_LABEL = LABEL_PREFIX + "standby"  # "true": started as a warm pool's standby (a replica once claimed)

@@ -20,7 +20,9 @@ keeps its runs in ``.fnserve/deploy/training.jsonl``.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +35,7 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
+from fnserve.gateway.warmpool import POOL_RETRY_S, STANDBY_BYTES, available_memory_bytes, plan_pool
 from fnserve.local.training import train_once
 from fnserve.project import STATE_DIR, ProjectSettings
 from fnserve.runtime.main import PROG
@@ -40,6 +43,7 @@ from fnserve.runtime.main import PROG
 KEEP_LOG_FILES = 20  # per function
 BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # pause before restarting a replica that failed n times
 LAST_WORDS_CHARS = 300  # of a replica's last log line, reported as why it exited
+log = logging.getLogger("fnserve.gateway")
 
 
 @dataclass(eq=False)
@@ -54,6 +58,8 @@ class _Process:
     draining: bool = False
     was_ready: bool = False
     runs: tuple[str, str] = ("", "")  # (folder, checkpoint version) it was started with
+    armed: bool = False  # a standby whose /readyz says it stands by: SIGUSR1 makes it serve
+    prepared: bool = False  # ... and has fetched its checkpoint and imported its framework
 
 
 class LocalPlatform:
@@ -73,6 +79,8 @@ class LocalPlatform:
         self._desired: dict[tuple[str, str], int] = {}
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # (failures, not before)
         self._exits: dict[tuple[str, str], str] = {}  # why a version's last replica exited unready
+        self._standbys: list[_Process] = []  # the warm pool (fnserve.gateway.warmpool), never listed
+        self._pool_paused: dict[tuple[str, str], float] = {}  # plain starts until (died, no memory)
         self._probe = httpx.Client(timeout=probe_timeout_s)
 
     # --- desired state ----------------------------------------------------------------------
@@ -162,8 +170,98 @@ class LocalPlatform:
             if outdated and sum(p.ready for p in live) >= want:
                 for proc in outdated:
                     self._stop(proc)
+        self._keep_pool(function, deployment, now)
+
+    def _keep_pool(self, function: str, deployment: FunctionDeployment | None, now: float) -> None:
+        """Reap dead standbys, stop outdated ones, and start those the pool lacks (see warmpool)."""
+        for proc in [p for p in self._standbys if p.function == function and p.popen.poll() is not None]:
+            self._standbys.remove(proc)
+            proc.address_file.unlink(missing_ok=True)
+            if not proc.draining:
+                key = (function, proc.version)
+                self._pool_paused[key] = now + POOL_RETRY_S
+                log.warning(
+                    "%s@%s: a warm-pool standby exited (%s); plain starts for %.0f s",
+                    function,
+                    proc.version,
+                    self._last_words(proc),
+                    POOL_RETRY_S,
+                )
+        versions = deployment.versions if deployment else {}
+        scaling = deployment.scaling if deployment else None
+        starting = any(p.function == function and not p.ready and not p.draining for p in self._procs)
+        labels = set(versions) | {p.version for p in self._standbys if p.function == function}
+        for label in labels:
+            spec, key = versions.get(label), (function, label)
+            mine = [
+                p for p in self._standbys if p.function == function and p.version == label and not p.draining
+            ]
+            wanted = 0
+            if spec is not None and scaling is not None and scaling.min_replicas == 0:
+                wanted = scaling.warm_pool if now >= self._pool_paused.get(key, 0.0) else 0
+            fresh = [str(p.popen.pid) for p in mine if spec is not None and p.runs == _runs(spec)]
+            outdated = [str(p.popen.pid) for p in mine if str(p.popen.pid) not in fresh]
+            plan = plan_pool(
+                wanted=wanted,
+                fresh=fresh,
+                outdated=outdated,
+                starting=starting,
+                available_bytes=available_memory_bytes() if wanted > len(fresh) else None,
+            )
+            for proc in [p for p in mine if str(p.popen.pid) in plan.stop]:
+                self._stop(proc)  # reaped above once it exited
+            if plan.short_of_memory:
+                self._pool_paused[key] = now + POOL_RETRY_S
+                log.warning(
+                    "%s@%s: not enough memory for a warm-pool standby (%s MiB available, one needs "
+                    "about %d MiB); plain starts",
+                    function,
+                    label,
+                    (available_memory_bytes() or 0) >> 20,
+                    STANDBY_BYTES >> 20,
+                )
+            for _ in range(plan.start):
+                assert spec is not None
+                self._standbys.append(self._spawn(function, label, spec, standby=True))
+        for proc in self._standbys:
+            if proc.function == function and not proc.prepared and proc.popen.poll() is None:
+                self._arm(proc)
+
+    def standbys(self, function: str) -> dict[str, int]:
+        """Prepared warm-pool standbys of each version (known here, without asking anyone)."""
+        counts: dict[str, int] = {}
+        for proc in self._standbys:
+            if proc.function == function and proc.prepared and not proc.draining:
+                counts[proc.version] = counts.get(proc.version, 0) + 1
+        return counts
+
+    def _arm(self, proc: _Process) -> None:
+        """A standby is claimed only once its server answers: its SIGUSR1 handler is in place
+        then (before, the signal's default action would end the process)."""
+        if not proc.url:
+            proc.url = read_address_file(proc.address_file, proc.popen.pid)
+        if proc.url:
+            try:
+                said = self._probe.get(f"{proc.url}/readyz").json()
+                proc.armed, proc.prepared = said.get("standby") is True, said.get("prepared") is True
+            except (httpx.HTTPError, ValueError, AttributeError):
+                proc.armed = False
 
     def _start(self, function: str, version: str, spec: VersionDeployment) -> _Process:
+        """A replica: a standby of the warm pool claimed (SIGUSR1: it loads and serves), else a
+        new process."""
+        for proc in self._standbys:
+            mine = proc.function == function and proc.version == version and proc.runs == _runs(spec)
+            if mine and proc.armed and not proc.draining and proc.popen.poll() is None:
+                self._standbys.remove(proc)
+                proc.popen.send_signal(signal.SIGUSR1)
+                log.info("%s@%s: claimed warm-pool standby %d", function, version, proc.popen.pid)
+                return proc
+        return self._spawn(function, version, spec)
+
+    def _spawn(
+        self, function: str, version: str, spec: VersionDeployment, *, standby: bool = False
+    ) -> _Process:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._prune_logs(function)
         stem = f"{function}@{version}-{time.time_ns()}"
@@ -182,6 +280,7 @@ class LocalPlatform:
         env.pop("FNSERVE_ADDRESS_FILE", None)
         command = [sys.executable, "-m", "fnserve.runtime", str(self.folder(spec))]
         command += ["--host", "127.0.0.1", "--port", "0", "--address-file", str(address_file)]
+        command += ["--standby"] if standby else []
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 command,
@@ -259,7 +358,7 @@ class LocalPlatform:
         return lines[-tail:]
 
     def _prune_logs(self, function: str) -> None:
-        live = {p.log for p in self._procs}
+        live = {p.log for p in self._procs + self._standbys}
         files = sorted(self.logs_dir.glob(f"{function}@*.log"), key=lambda p: p.stat().st_mtime)
         for path in files[: max(0, len(files) - KEEP_LOG_FILES)]:
             if path not in live:
@@ -268,7 +367,8 @@ class LocalPlatform:
     def close(self, timeout_s: float | None = None) -> None:
         """Stop every replica process: SIGTERM, a bounded wait for them to drain, then SIGKILL."""
         with self._lock:
-            procs, self._procs = self._procs, []
+            procs, self._procs = self._procs + self._standbys, []
+            self._standbys = []
             self._desired.clear()
         for proc in procs:
             self._stop(proc)

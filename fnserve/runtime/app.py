@@ -17,11 +17,13 @@ from starlette.routing import Route
 
 from fnserve.runtime import dashboard
 from fnserve.runtime.dashboard.data import runtime_data
-from fnserve.runtime.errors import NotFound, first_line
+from fnserve.runtime.errors import BadRequest, NotFound, first_line
 from fnserve.runtime.http import RequestContext, error_response, json_response
 from fnserve.runtime.protocols import native, tfserving, v2
 from fnserve.runtime.protocols.common import endpoint
 from fnserve.runtime.service import Runtime
+
+MAX_READY_WAIT_S = 30.0  # the longest a /readyz?wait_s= request is held
 
 
 def create_app(runtime: Runtime) -> RequestContext:
@@ -36,9 +38,21 @@ def create_app(runtime: Runtime) -> RequestContext:
     async def healthz(_: Request) -> Response:
         return json_response({"live": True})
 
-    async def readyz(_: Request) -> Response:
+    async def readyz(request: Request) -> Response:
+        # ?wait_s=N: a gateway holding requests for this replica learns the moment it turns ready
+        wait_s = request.query_params.get("wait_s")
+        if wait_s is not None and not runtime.ready:
+            try:
+                seconds = min(float(wait_s), MAX_READY_WAIT_S)
+            except ValueError:
+                return error_response(BadRequest(f"wait_s must be a number of seconds, got {wait_s!r}"))
+            if seconds > 0:
+                await runtime.wait_ready(seconds)
         states = {name: fn.ready for name, fn in runtime.functions.items()}
         body: dict[str, object] = {"ready": runtime.ready, "draining": runtime.draining, "functions": states}
+        if runtime.standby:  # a warm pool's: waiting for SIGUSR1; prepared once fetched and imported
+            body["standby"] = "activated" not in runtime.timeline
+            body["prepared"] = "prepared" in runtime.timeline
         # Why a function is not ready, for a gateway holding requests for it: its last load error.
         errors = {
             name: first_line(fn.last_error)
@@ -47,13 +61,21 @@ def create_app(runtime: Runtime) -> RequestContext:
         }
         if errors:
             body["errors"] = errors
+        # What a load in progress is doing: a gateway whose held requests time out names it
+        doing = {name: fn.doing() for name, fn in runtime.functions.items() if not fn.ready}
+        if runtime.standby and "activated" not in runtime.timeline:
+            doing = {name: "standing by (a warm pool's, not activated)" for name in doing}
+        if any(doing.values()):
+            body["loading"] = {name: what for name, what in doing.items() if what}
         return json_response(
             body, 200 if runtime.ready else 503, None if runtime.ready else {"Retry-After": "1"}
         )
 
     async def list_functions(_: Request) -> Response:
         described = await asyncio.to_thread(lambda: [fn.describe() for fn in runtime.functions.values()])
-        return json_response({"functions": described, "started_at": runtime.started_at})
+        return json_response(
+            {"functions": described, "started_at": runtime.started_at, "timeline": runtime.timeline}
+        )
 
     async def metrics(_: Request) -> Response:
         runtime.metrics.in_flight.set(context.in_flight)
@@ -101,4 +123,5 @@ def create_app(runtime: Runtime) -> RequestContext:
     starlette.state.runtime = runtime
     context = RequestContext(starlette)
     context.state = starlette.state  # type: ignore[attr-defined]
+    runtime.requests_in_flight = lambda: context.in_flight
     return context

@@ -5,7 +5,11 @@ job that fits runs in one call in a worker thread, and the loop then answers
 each job with its own slice. There is no fixed batch window:
 
 * a lone request is never held back: an idle model runs it at once, so at low traffic the
-  latency is the model's own;
+  latency is the model's own. When it is truly alone (after one turn of the loop, no other
+  request is in the server and nothing is queued) and the model's measured call for its rows
+  is short (``inline_max_s``, 1 ms by default), it runs on the event loop's own turn: no hand-off
+  to the model thread and back, which would cost more than such a call saves the loop. Under
+  concurrency the others are in the server, so batching is exactly as before;
 * under load, requests gather while the model is busy, so the batch grows with the traffic
   and the cost of each call is shared — the busier, the larger the batches;
 * the model's measured cost (``CostModel``: a fixed part plus a per-instance part, fitted on
@@ -96,7 +100,13 @@ class Batcher:
         max_queue_instances: int = 4096,
         latency_target_s: float | None = None,
         executor: ThreadPoolExecutor | None = None,
+        inline_max_s: float = 0.0,
+        alone: Callable[[], bool] | None = None,
+        on_inline: Callable[[], None] | None = None,
     ):
+        """``inline_max_s``: a lone request whose call is predicted this short runs on the loop
+        (0: never); ``alone``: whether the request asking is the only one in the server;
+        ``on_inline``: told of each such call (a metric)."""
         self.schema = schema
         self._call = call
         self.max_batch_size = max_batch_size
@@ -113,6 +123,9 @@ class Batcher:
         self.in_flight = 0  # instances being computed right now
         self.batches = 0
         self.batched_instances = 0
+        self.inline_max_s = inline_max_s
+        self._alone = alone or (lambda: True)
+        self._on_inline = on_inline or (lambda: None)
 
     @property
     def queued(self) -> int:
@@ -149,6 +162,10 @@ class Batcher:
             raise NotReady("the function is shutting down; retry on another replica")
         self.admit(n, timeout_s)
         loop = self._loop = asyncio.get_running_loop()
+        if self._may_inline(n):
+            await asyncio.sleep(0)  # requests that arrived with this one reach the server first
+            if self._may_inline(n) and self._alone():
+                return self._call_inline(columns, n)
         jobs = []
         for start in range(0, n, self.max_batch_size):
             stop = min(n, start + self.max_batch_size)
@@ -170,6 +187,39 @@ class Batcher:
                 if not job.future.done():
                     job.future.cancel()
         return Outputs.concat(parts)
+
+    def _may_inline(self, n: int) -> bool:
+        """Idle, and the call for ``n`` rows is known to be short."""
+        return (
+            self.inline_max_s > 0
+            and not self._queue
+            and self._free_slots == self._max_concurrency
+            and not self._closed
+            and self.cost.known
+            and self.cost.predict(n) <= self.inline_max_s
+        )
+
+    def _call_inline(self, columns: Inputs, n: int) -> Outputs:
+        """One lone request's call, here on the loop; it holds a model slot, as a batch does."""
+        self._free_slots -= 1
+        self.in_flight += n
+        try:
+            stacked = stack_parts(self.schema, [columns])
+            started = time.perf_counter()
+            outputs = self._call(stacked, n)
+            self.cost.observe(n, time.perf_counter() - started)
+        except FnError:
+            raise
+        except Exception as exc:  # a bug in the runtime itself, as in _run_batch
+            raise ModelError(f"batch failed: {type(exc).__name__}") from exc
+        finally:
+            self.in_flight -= n
+            self._free_slots += 1
+            self._dispatch()  # what arrived meanwhile (nothing could: the loop was here)
+        self.batches += 1
+        self.batched_instances += n
+        self._on_inline()
+        return outputs
 
     def batch_limit(self, now: float) -> int:
         """Largest batch for the next call: the max size, capped to meet the latency target."""

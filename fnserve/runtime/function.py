@@ -20,6 +20,7 @@ import numpy as np
 
 from fnserve.runtime.errors import CheckpointError, FnError, FunctionError, ModelError
 from fnserve.runtime.loader import FoundFunction
+from fnserve.runtime.models import preload
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.redact import redact_text, redact_url
 from fnserve.runtime.store import Checkpoint, CheckpointStore
@@ -41,6 +42,7 @@ class LoadedModel:
     fetch_s: float = 0.0  # the part of load_s spent fetching (and verifying) the checkpoint
     path: str | None = None  # the verified local copy of the version folder
     warm_up_s: float = 0.0  # the part of load_s spent replaying representative rows (see _warm_up)
+    import_s: float = 0.0  # the part of load_s spent importing the framework (see models.preload)
 
 
 class ServedFunction:
@@ -75,6 +77,7 @@ class ServedFunction:
         self._on_load = on_load
         self._load_lock = threading.Lock()
         self.warm_up = warm_up
+        self.phase: tuple[str, float] | None = None  # what a load is doing now, since (monotonic)
         if self.spec.checkpoint is not None and store is None:
             raise FunctionError(f"{found.path}: function {self.name!r} needs a checkpoint store")
 
@@ -90,6 +93,7 @@ class ServedFunction:
         A pinned version is that version or nothing: its failure is the error.
         """
         with self._load_lock:
+            self._doing("listing the checkpoint's versions")
             try:
                 if self.spec.loader is None or self.spec.checkpoint is None:
                     loaded = LoadedModel(None, None, None, time.time(), 0.0)
@@ -105,6 +109,8 @@ class ServedFunction:
                 self.last_error = self._redact(f"loading {self.name!r} failed: {type(exc).__name__}: {exc}")
                 log.exception("loading %s failed", self.name)
                 raise CheckpointError(self.last_error) from exc
+            finally:
+                self.phase = None
             if loaded is not self.loaded and loaded.version is not None:
                 log.info(
                     "%s: loaded checkpoint version %s in %.2fs", self.name, loaded.version, loaded.load_s
@@ -173,12 +179,16 @@ class ServedFunction:
         """Fetch (retrying a store that is briefly down) and load one version."""
         assert self.store is not None
         store, started = self.store, time.perf_counter()
+        self._doing(f"fetching version {version}")
         fetched = with_retries(lambda: self._fetch(store, checkpoint, version), f"{self.name}: fetching")
         fetch_s = time.perf_counter() - started
         current = self.loaded
         if current is not None and current.version == fetched.version and current.url == fetched.url:
             return current
         assert self.spec.loader is not None
+        self._doing("importing the framework")
+        import_s = preload(fetched.path)
+        self._doing(f"loading the model of version {version}")
         try:
             model = self.spec.loader(str(fetched.path))
         except Exception as exc:
@@ -196,6 +206,24 @@ class ServedFunction:
             fetch_s,
             str(fetched.path),
             warm_up_s,
+            import_s,
+        )
+
+    def prepare(self) -> None:
+        """What a standby replica does before it is asked to serve: fetch the version it would load
+        into the local cache and import the framework that version runs on. Loading stays for
+        :meth:`load`; a problem here is only logged, as the load that follows reports it properly."""
+        if self.spec.loader is None or self.spec.checkpoint is None or self.store is None:
+            return
+        try:
+            number = "latest" if self.wanted_version == "latest" else int(self.wanted_version)
+            fetched = self._fetch(self.store, self.spec.checkpoint, number)
+            seconds = preload(fetched.path)
+        except Exception as exc:  # the store, a bad version: the load says it again, with its handling
+            log.warning("%s: preparing the standby failed (the load will retry): %s", self.name, exc)
+            return
+        log.info(
+            "%s: standby holds version %s, framework imported in %.2fs", self.name, fetched.version, seconds
         )
 
     def _warm_up(self, model: Any, folder: Path, version: int) -> float:
@@ -208,6 +236,7 @@ class ServedFunction:
         what = f"the warm-up rows of version {version} (fnserve-representative.parquet)"
         if not self.warm_up:
             return 0.0
+        self._doing(f"warming up version {version}")
         started = time.perf_counter()
         try:
             sample = evaluation.read_representative(folder)
@@ -225,8 +254,17 @@ class ServedFunction:
             raise FunctionError(f"{self.found.path}: {message}") from exc
         return time.perf_counter() - started
 
+    def _doing(self, what: str) -> None:
+        self.phase = (what, time.monotonic())
+
+    def doing(self) -> str | None:
+        """What the load in progress is doing, and for how long, e.g. "loading the model of
+        version 3 (for 2.1 s)"; None when no load runs. A gateway names it in a 503."""
+        phase = self.phase
+        return None if phase is None else f"{phase[0]} (for {time.monotonic() - phase[1]:.1f} s)"
+
     @staticmethod
-    def _fetch(store: CheckpointStore, checkpoint: str, version: int) -> Checkpoint:
+    def _fetch(store: CheckpointStore, checkpoint: str, version: int | str) -> Checkpoint:
         try:
             return store.fetch(checkpoint, version)
         except FnError:
@@ -289,7 +327,10 @@ class ServedFunction:
             "skipped_versions": [s.describe() for s in self._newest_first()],
             # what the last load took: a gateway reports them as parts of a cold start
             "fetch_s": round(loaded.fetch_s, 4) if loaded else None,
-            "model_load_s": round(loaded.load_s - loaded.fetch_s - loaded.warm_up_s, 4) if loaded else None,
+            "framework_import_s": round(loaded.import_s, 4) if loaded else None,
+            "model_load_s": round(loaded.load_s - loaded.fetch_s - loaded.warm_up_s - loaded.import_s, 4)
+            if loaded
+            else None,
             "warm_up_s": round(loaded.warm_up_s, 4) if loaded else None,
             "max_batch_size": self.spec.max_batch_size,
             **self.schema.describe(),

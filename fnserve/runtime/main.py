@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from fnserve.runtime.settings import Settings, settings_here
 
 PROG = "python -m fnserve.runtime"
 ADDRESS_FILE_ENV = "FNSERVE_ADDRESS_FILE"
+STANDBY_ENV = "FNSERVE_STANDBY"
 QUIET_LOGGERS = ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "httpx", "httpcore")
 log = logging.getLogger("fnserve.runtime")
 
@@ -49,6 +51,7 @@ class StartError(FnError):
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Parse, serve until SIGTERM, return the exit status (2: bad input, 1: cannot listen)."""
+    timeline = {"process": process_started_at(), "runtime_imported": time.time()}
     environ = os.environ if environ is None else environ
     args = _parser(environ).parse_args(argv)  # a usage error exits 2 with argparse's one line
     _setup_logging()
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             checkpoint_version=args.checkpoint_version,
             address_file=Path(args.address_file) if args.address_file else None,
             announce=_say,
+            standby=args.standby,
+            timeline=timeline,
         )
     except FnError as exc:  # a bad flag, a missing folder, a broken function file
         return _fail(exc.message, 2)
@@ -80,24 +85,30 @@ def serve_functions(
     checkpoint_version: str | None = None,
     address_file: Path | None = None,
     announce: Callable[[str], object] = log.info,
+    standby: bool = False,
+    timeline: dict[str, float] | None = None,
 ) -> None:
     """Serve the functions in ``targets`` (default ``./functions``) until SIGTERM or Ctrl-C.
 
     Shared by this entry point and ``fn serve``, which passes its own ``announce``.
     ``checkpoint_version`` (a number or ``latest``) overrides each function's own choice.
+    ``standby``: listen, fetch and import at once, but load the models only on SIGUSR1 (a warm
+    pool's replica: a cold start then pays only for loading); ``timeline``: the start's steps so far.
     """
     if checkpoint_version and checkpoint_version != "latest" and not checkpoint_version.isdigit():
         raise StartError(f"checkpoint version must be a number or 'latest', got {checkpoint_version!r}")
     found = discover(targets or [settings.project_dir / FUNCTIONS_DIR])
+    timeline = {**(timeline or {}), "function_imported": time.time()}
     versions = {f.spec.name: checkpoint_version for f in found} if checkpoint_version else None
-    runtime = Runtime(found, settings, versions=versions)
+    runtime = Runtime(found, settings, versions=versions, standby=standby, timeline=timeline)
     sock = bind_socket(settings.host, settings.port)
     try:
         bound_host, bound_port = sock.getsockname()[:2]
         base = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
         if address_file is not None:
             write_address_file(address_file, base, os.getpid())
-        announce(f"fnserve: loading {len(found)} function(s), listening on {base}")
+        doing = "standing by with" if standby else "loading"
+        announce(f"fnserve: {doing} {len(found)} function(s), listening on {base}")
 
         def ready() -> None:
             for name, fn in runtime.functions.items():
@@ -149,6 +160,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="serve this checkpoint version, a number or latest (FNSERVE_CHECKPOINT_VERSION)",
     )
     parser.add_argument(
+        "--standby",
+        action="store_true",
+        default=environ.get(STANDBY_ENV, "") in ("1", "true"),
+        help=f"fetch and import now, load and serve on SIGUSR1: a warm pool's replica ({STANDBY_ENV}=1)",
+    )
+    parser.add_argument(
         "--address-file",
         default=environ.get(ADDRESS_FILE_ENV) or None,
         help=f"write {{url, pid}} as JSON here once listening ({ADDRESS_FILE_ENV})",
@@ -173,3 +190,15 @@ def _setup_logging() -> None:
     )
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def process_started_at() -> float:
+    """When this process began (unix time), from the kernel's own count: ``/proc/self/stat``'s
+    start time, in clock ticks since boot, against ``/proc/uptime``. The interpreter's start and
+    every import before this line are part of a cold start too. Now, where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.time()
+    return time.time() - uptime_s + ticks / os.sysconf("SC_CLK_TCK")

@@ -36,6 +36,19 @@ class Metrics:
         self.batch_size = Histogram(
             "fnserve_batch_size", "Instances per model call", ["function"], buckets=BATCH_BUCKETS, registry=r
         )
+        self.lone_calls = Counter(
+            "fnserve_lone_calls",
+            "Lone requests whose short model call ran on the event loop's own turn (no thread hand-off)",
+            ["function"],
+            registry=r,
+        )
+        self.start_seconds = Gauge(
+            "fnserve_start_seconds",
+            "This process's start, in parts: import (interpreter, runtime, function file), fetch, "
+            "framework, load, warm_up, ready (process start to ready; for a standby, activation to ready)",
+            ["part"],
+            registry=r,
+        )
         self.queued = Gauge(
             "fnserve_queued_instances", "Instances waiting for a model call", ["function"], registry=r
         )

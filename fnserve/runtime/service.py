@@ -10,10 +10,12 @@ and a reload alike pass over bad versions to the newest good one (see ServedFunc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fnserve.runtime.batcher import Batcher
@@ -42,8 +44,17 @@ class Runtime:
     """Every served function of one process, with its batcher, and the process's readiness."""
 
     def __init__(
-        self, found: Iterable[FoundFunction], settings: Settings, *, versions: dict[str, str] | None = None
+        self,
+        found: Iterable[FoundFunction],
+        settings: Settings,
+        *,
+        versions: dict[str, str] | None = None,
+        standby: bool = False,
+        timeline: dict[str, float] | None = None,
     ):
+        """``standby``: fetch and import now, load only once :meth:`activate` is called (SIGUSR1);
+        ``timeline``: when the process's start reached each step before this (unix times), for
+        ``GET /functions``."""
         self.settings = settings
         self.store = CheckpointStore(
             settings.store, storage_options=dict(settings.storage_options), cache_dir=settings.cache_dir
@@ -76,7 +87,15 @@ class Runtime:
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.time()
+        # unix times of the start's steps: process, runtime_imported, function_imported (from the
+        # entry point), activated (a standby asked to serve), ready — what a cold start is made of
+        self.timeline: dict[str, float] = {**(timeline or {}), "runtime_created": self.started_at}
+        self.standby = standby
+        self._activate = asyncio.Event()
+        self._became_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # requests in the server now (the app sets it): a lone one may run on the loop (batcher)
+        self.requests_in_flight: Callable[[], int] = lambda: 1
 
     @property
     def ready(self) -> bool:
@@ -107,6 +126,9 @@ class Runtime:
                 max_concurrency=fn.spec.max_concurrency,
                 max_queue_instances=fn.spec.max_queue,
                 latency_target_s=None if target_ms is None else target_ms / 1000,
+                inline_max_s=self.settings.lone_call_max_ms / 1000,
+                alone=lambda: self.requests_in_flight() <= 1,
+                on_inline=self.metrics.lone_calls.labels(fn.name).inc,
             )
             self.batchers[fn.name] = batcher
         return batcher
@@ -202,22 +224,59 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Start background loading; returns at once (liveness does not wait for models)."""
+        """Start background loading; returns at once (liveness does not wait for models).
+        A standby fetches and imports first, and loads once :meth:`activate` is called."""
         # Before the first load: every log line from here on hides the store's credentials.
         register_secrets(self.settings.secrets())
         loop = asyncio.get_running_loop()
         for fn in self.functions.values():
             self.metrics.ready.labels(fn.name).set(0)
-            self._tasks.append(loop.create_task(self._keep_loaded(fn), name=f"load-{fn.name}"))
+        if self.standby:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(signal.SIGUSR1, self.activate)
+            self._tasks.append(loop.create_task(self._stand_by(), name="standby"))
+        else:
+            self._start_loading()
         self.capture.start()
 
+    def _start_loading(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fn in self.functions.values():
+            self._tasks.append(loop.create_task(self._keep_loaded(fn), name=f"load-{fn.name}"))
+
+    async def _stand_by(self) -> None:
+        """Fetch each function's version and import its framework, then wait to be activated.
+        No fork is involved: the process that imported TensorFlow is the one that serves, so its
+        thread pools (started here, by the framework's first op) are never copied into a child."""
+        prepared = time.perf_counter()
+        for fn in self.functions.values():
+            await asyncio.to_thread(fn.prepare)
+        refreeze_heap(replaced=False)  # the framework's objects: out of the collector's reach now
+        self.timeline["prepared"] = time.time()
+        log.info(
+            "standby: prepared in %.2fs; SIGUSR1 makes it load and serve", time.perf_counter() - prepared
+        )
+        await self._activate.wait()
+        self._start_loading()
+
+    def activate(self) -> None:
+        """A standby's signal to serve: load the models now (SIGUSR1 calls this). Idempotent."""
+        if self.standby and not self._activate.is_set():
+            self.timeline["activated"] = time.time()
+            log.info("standby: activated, loading")
+            self._activate.set()
+
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.ready:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+        """Whether the runtime became ready within ``timeout_s`` (None: however long it takes);
+        returns the moment it does, without polling."""
+        if self.ready:
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._became_ready.wait()
+        except TimeoutError:
+            return False
+        return self.ready
 
     async def _keep_loaded(self, fn: ServedFunction) -> None:
         delay = RETRY_MIN_S
@@ -248,11 +307,33 @@ class Runtime:
             return False
         if loaded is before:
             return True  # nothing newer loaded: the versions tried were skipped
-        refreeze_heap()
+        refreeze_heap(replaced=before is not None)
+        if self.ready and not self._became_ready.is_set():
+            self.timeline["ready"] = time.time()
+            self._became_ready.set()
+            self._export_start()
         self.metrics.ready.labels(fn.name).set(1)
         self.metrics.version.labels(fn.name).set(loaded.version or 0)
         self.metrics.load_seconds.labels(fn.name).set(loaded.load_s)
         return True
+
+    def _export_start(self) -> None:
+        """This process's start in parts, as gauges (the gateway records each cold start's too)."""
+        t, gauge = self.timeline, self.metrics.start_seconds
+        began = t.get("activated", t.get("process", self.started_at))
+        if "activated" not in t:
+            gauge.labels("import").set(max(0.0, t.get("function_imported", began) - began))
+        for part, attribute in (("fetch", "fetch_s"), ("framework", "import_s"), ("warm_up", "warm_up_s")):
+            gauge.labels(part).set(
+                sum(getattr(f.loaded, attribute) for f in self.functions.values() if f.loaded)
+            )
+        load = sum(
+            f.loaded.load_s - f.loaded.fetch_s - f.loaded.import_s - f.loaded.warm_up_s
+            for f in self.functions.values()
+            if f.loaded
+        )
+        gauge.labels("load").set(max(0.0, load))
+        gauge.labels("ready").set(max(0.0, t["ready"] - began))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -263,15 +344,18 @@ class Runtime:
         await asyncio.to_thread(self.capture.stop, self.settings.drain_timeout_s)
 
 
-def refreeze_heap() -> None:
+def refreeze_heap(*, replaced: bool = True) -> None:
     """Keep long-lived objects (TensorFlow, the models) out of the cyclic collector's reach.
 
     After a model loads, the collector tracks hundreds of thousands of objects, and the request
     path allocates fast enough to set off full collections that walk them all: measured, those
     pauses (up to ~200 ms) were the p99 of fast predictions and ~40% of their CPU. Frozen objects
     are never collected, so unfreeze first: a replaced model's objects are freed, then what stays
-    is frozen again. Runs once per load, not per request.
+    is frozen again. Runs once per load, not per request. The first load replaced nothing: what
+    is frozen already (a standby's framework, frozen once imported) stays so, and the collection
+    walks only what came since — a cold start's saving.
     """
-    gc.unfreeze()
+    if replaced:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -13,6 +13,7 @@ Only what the runtime itself uses is here; builds, the gateway and the targets a
     host = "127.0.0.1"
     port = 8080
     event_loop = "uvloop"               # or "asyncio"
+    lone_call_max_ms = 1.0              # a lone request's short model call runs on the loop (0: never)
 
 Containers get the store's fsspec options as JSON in ``FNSERVE_STORE_OPTIONS``.
 """
@@ -43,6 +44,9 @@ class Settings:
     reload_interval_s: float  # how often `latest` checkpoints are polled for a newer version
     drain_timeout_s: float  # on SIGTERM, longest wait for in-flight requests
     event_loop: str = "uvloop"  # servers' event loop: "uvloop" (faster; measured) or "asyncio"
+    # a lone request whose model call is measured this short runs on the event loop's own turn
+    # (no hand-off to the model thread and back; see fnserve.runtime.batcher); 0 turns it off
+    lone_call_max_ms: float = 1.0
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # passed to fsspec
 
     @classmethod
@@ -83,6 +87,7 @@ class Settings:
             "reload_interval_s": layers.pick("reload_interval_s", 10.0, section="serve", kind=float),
             "drain_timeout_s": layers.pick("drain_timeout_s", 20.0, section="serve", kind=float),
             "event_loop": layers.pick("event_loop", "uvloop", section="serve"),
+            "lone_call_max_ms": layers.pick("lone_call_max_ms", 1.0, section="serve", kind=float),
             "storage_options": dict(_storage_options(layers)),
         }
         if not 0 <= fields["port"] <= 65535:
@@ -90,6 +95,10 @@ class Settings:
         if fields["event_loop"] not in ("uvloop", "asyncio"):
             raise ConfigError(
                 f"setting event_loop must be 'uvloop' or 'asyncio', got {fields['event_loop']!r}"
+            )
+        if not 0 <= fields["lone_call_max_ms"] <= 100:
+            raise ConfigError(
+                f"setting lone_call_max_ms must be 0-100 ms, got {fields['lone_call_max_ms']!r}"
             )
         if fields["max_body_bytes"] < 1:
             raise ConfigError("max_body_bytes must be positive")

@@ -194,6 +194,28 @@ def test_a_rollback_takes_effect_for_the_next_request(
         assert [next_answer() for _ in range(20)] == [V1] * 20
 
 
+def test_a_wake_up_claims_a_warm_pool_standby_container(
+    project: Path, images: dict[str, str], network: str
+) -> None:
+    d = deployment(images["v1"], ("1", 100, "1"), min_replicas=0, max_replicas=1, scale_to_zero_after_s=1)
+    with docker_gateway(project, network, [d]) as gw:
+        until(lambda: gw.versions()["1"]["standby"] == 1, "a prepared standby container", 90)
+        pool = [c for c in gw.platform._containers("weighted") if gw.platform._in_pool(c)]
+        assert len(pool) == 1 and pool[0].labels["io.fnserve.standby"] == "true" and not gw.containers()
+        answer = httpx.get(f"{gw.url}/function/weighted?x=3", timeout=60)
+        assert value(answer.content) == V1
+        assert [c.id for c in gw.containers()] == [pool[0].id]  # the standby became the replica
+        cold = until(lambda: gw.admin("GET", "/functions/weighted")["last_cold_start"], "the record", 40)
+        assert cold["standby"] is True and cold["import_s"] == 0.0
+        # a restarted gateway's platform tells the claimed container from a standby by asking it
+        fresh = DockerPlatform(project_settings(project), DockerEngine.connect(), DockerSettings(network))
+        try:
+            assert [r.id for r in fresh.replicas("weighted")] == [pool[0].id]
+        finally:
+            fresh.close()
+        until(lambda: gw.versions()["1"]["standby"] >= 1, "the pool refilled", 90)
+
+
 def test_fn_build_and_fn_deploy_recs_to_docker_then_predict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_engine: DockerEngine
 ) -> None:
@@ -232,13 +254,15 @@ def test_fn_build_and_fn_deploy_recs_to_docker_then_predict(
         assert runner.invoke(cli, scale, catch_exceptions=False).exit_code == 0
         cold = []
         for _ in range(3):
-            until(lambda: not replicas(docker_engine, tmp_path), "recs scaled to zero", 60)
+            until(lambda: not serving(tmp_path), "recs scaled to zero", 60)
+            until(lambda: serving(tmp_path, "standby"), "a prepared warm-pool standby", 120)
             answer = httpx.get(f"http://127.0.0.1:{port}/function/recs?{RECS_QUERY}", timeout=120)
             assert answer.status_code == 200, answer.text
             cold.append(
                 connect(load_settings(tmp_path, os.environ)).status()["functions"][0]["last_cold_start"]
             )
         totals = [c["total_s"] for c in cold]
+        assert all(c["standby"] and c["import_s"] == 0 for c in cold), cold  # each claimed a standby
         print(
             f"recs cold start from zero: p50 {percentile(totals, 0.5):.2f} s, max {max(totals):.2f} s; {cold}"
         )
@@ -266,6 +290,11 @@ def test_mistakes_say_what_to_do(project: Path, network: str, monkeypatch: pytes
     assert missing.exit_code == 1 and "fnserve/nosuch:0 is not in the local Docker engine" in missing.output
     unknown = CliRunner().invoke(cli, ["deploy", "nosuch", "--target", "docker"])
     assert unknown.exit_code == 1 and "no function 'nosuch'" in unknown.output, unknown.output
+
+
+def serving(project: Path, what: str = "replicas") -> Any:
+    """The gateway's replicas (or prepared standbys) of the project's one function's version."""
+    return connect(load_settings(project, os.environ)).status()["functions"][0]["versions"][0][what]
 
 
 def replicas(engine: DockerEngine, project: Path) -> list[Any]:

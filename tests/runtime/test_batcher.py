@@ -327,3 +327,73 @@ def test_closing_answers_queued_waiters_and_refuses_new_work() -> None:
     assert first == [0.0]  # the call already running still answers
     assert isinstance(queued, NotReady) and "shutting down" in queued.message  # 503: retry elsewhere
     assert isinstance(late, NotReady) and "shutting down" in late.message
+
+
+# --- a lone request on the loop's own turn --------------------------------------------------------
+
+
+class ThreadNoting(Model):
+    """A Model that also notes which thread ran each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, columns: dict[str, Any], n: int) -> Outputs:
+        self.threads.append(threading.get_ident())
+        return super().__call__(columns, n)
+
+
+def test_a_lone_short_call_runs_on_the_loop_once_its_cost_is_known() -> None:
+    inlined: list[int] = []
+
+    async def body(batcher: Batcher, model: Model) -> tuple[list[Any], int]:
+        answers = [await submit(batcher, instances(i), WAIT_S) for i in range(6)]
+        return answers, threading.get_ident()
+
+    model = ThreadNoting()
+    answers, loop_thread = run(body, model, inline_max_s=0.5, on_inline=lambda: inlined.append(1))
+    assert answers == [[i * 10.0] for i in range(6)]
+    assert all(t != loop_thread for t in model.threads[:3])  # the cost is measured in the thread first
+    assert model.threads[3:] == [loop_thread] * 3 and len(inlined) == 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"inline_max_s": 0.0},  # off
+        {"inline_max_s": 0.5, "alone": lambda: False},  # another request is in the server
+        {"inline_max_s": 1e-9},  # the call is not short enough
+    ],
+    ids=["off", "not-alone", "too-slow"],
+)
+def test_a_call_that_is_not_lone_and_short_goes_to_the_model_thread(options: dict[str, Any]) -> None:
+    async def body(batcher: Batcher, model: Model) -> int:
+        for i in range(6):
+            await submit(batcher, instances(i), WAIT_S)
+        return threading.get_ident()
+
+    model = ThreadNoting()
+    loop_thread = run(body, model, **options)
+    assert len(model.threads) == 6 and loop_thread not in model.threads
+
+
+def test_concurrent_requests_still_share_calls_with_the_lone_path_on() -> None:
+    in_server = [0]
+
+    async def one(batcher: Batcher, i: int) -> list[Any]:
+        in_server[0] += 1  # as the app counts a request from its arrival
+        try:
+            return await submit(batcher, instances(i), WAIT_S)
+        finally:
+            in_server[0] -= 1
+
+    async def body(batcher: Batcher, model: Model) -> list[list[Any]]:
+        for i in range(4):  # a known, short cost
+            await one(batcher, i)
+        return await asyncio.gather(*(one(batcher, i) for i in range(32)))
+
+    model = Model()
+    answers = run(body, model, inline_max_s=0.5, alone=lambda: in_server[0] <= 1)
+    assert answers == [[i * 10.0] for i in range(32)]
+    assert len(model.calls) - 4 < 8  # 32 concurrent requests in a few calls, not one each

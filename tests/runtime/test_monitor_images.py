@@ -32,13 +32,18 @@ def scores(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"sea_view": light, "bed": 1 - light}
 
 
-@pytest.fixture
-def monitor(tmp_path: Path) -> Monitor:
+@pytest.fixture(name="monitor")
+def monitor_fixture(tmp_path: Path) -> Monitor:
+    return monitor(tmp_path)
+
+
+def monitor(folder: Path) -> Monitor:
+    folder.mkdir(parents=True, exist_ok=True)
     train = photos(2000, seed=1)
-    reference.write(tmp_path, reference.build({"photo": train}, scores(train)))
+    reference.write(folder, reference.build({"photo": train}, scores(train)))
     schema = Schema.from_function(tagger, has_model=False, where="test")
     watched = Monitor([("tagger", schema, MonitorConfig(min_samples=50))])
-    watched.loaded("tagger", 1, str(tmp_path))
+    watched.loaded("tagger", 1, str(folder))
     return watched
 
 
@@ -70,4 +75,19 @@ def test_a_batch_the_bins_cannot_read_is_logged_once_and_not_raised(
     with caplog.at_level(logging.ERROR, logger="fnserve.monitor"):
         for _ in range(3):
             monitor.observe("tagger", {"photo": photos(1, seed=4)}, odd)
+        monitor.describe("tagger")  # small batches are binned together, at the latest before a read
     assert caplog.text.count("profiling a batch failed") == 1
+
+
+def test_lone_rows_are_gathered_and_binned_as_one_batch_would_be(tmp_path: Path) -> None:
+    images = photos(150, seed=6)
+    one_by_one, at_once = (monitor(tmp_path / name) for name in ("single", "whole"))
+    for i in range(len(images)):  # 150 batches of one row: binned in gathers of 64, then on read
+        batch = images[i : i + 1]
+        one_by_one.observe("tagger", {"photo": batch}, Outputs.of(scores(batch), 1, "tagger", 1))
+    pending = one_by_one.functions["tagger"]._pending_rows
+    assert 0 < pending < 64  # gathered, not yet binned
+    at_once.observe("tagger", {"photo": images}, Outputs.of(scores(images), len(images), "tagger", 1))
+    single, whole = (m.describe()["functions"]["tagger"]["versions"]["1"] for m in (one_by_one, at_once))
+    assert single["window"]["samples"] == whole["window"]["samples"] == 150
+    assert [f["psi"] for f in single["features"]] == [f["psi"] for f in whole["features"]]

@@ -100,7 +100,9 @@ class RunningGateway:
         )
 
     def containers(self) -> list[Any]:
-        return [c for c in self.platform._containers("weighted") if c.state == "running"]
+        """Running replica containers (a warm pool's standbys not claimed are not replicas)."""
+        running = self.platform._containers("weighted")
+        return [c for c in running if c.state == "running" and not self.platform._in_pool(c)]
 
 
 @contextlib.contextmanager

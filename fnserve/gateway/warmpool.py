@@ -1,0 +1,78 @@
+"""A warm pool: replicas started ahead, standing by, so a version scaled to zero wakes in a fraction
+of a cold start.
+
+A standby is the runtime started with ``--standby`` (``python -m fnserve.runtime FOLDER --standby``):
+it imports the runtime, the function file and the framework its checkpoint runs on, fetches that
+checkpoint into its cache, and waits, listening but not ready and invisible to the gateway. Scaling
+up claims one instead of starting a process or container: SIGUSR1 makes it load its model and serve,
+and the pool is refilled once nothing of the function is starting (a refill never competes with a
+cold start for the CPU). ``[scale] warm_pool`` (``fn deploy --warm-pool N``) says how many each
+version keeps while it may scale to zero (``min_replicas = 0``); 0 turns the pool off.
+
+The price is memory: a standby holds the framework (TensorFlow: a few hundred MB) but no model. A
+pool that does not fit (less memory available than ``standby_bytes`` needs) or whose standby dies
+falls back to plain starts with a warning; plain starts are what the pool only speeds up.
+
+>>> plan_pool(wanted=1, fresh=0, outdated=("old",), starting=False, available_bytes=8 << 30)
+PoolPlan(start=1, stop=('old',), short_of_memory=False)
+>>> plan_pool(wanted=1, fresh=0, outdated=(), starting=True, available_bytes=8 << 30)  # a start runs
+PoolPlan(start=0, stop=(), short_of_memory=False)
+>>> plan_pool(wanted=1, fresh=0, outdated=(), starting=False, available_bytes=100 << 20)
+PoolPlan(start=0, stop=(), short_of_memory=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STANDBY_BYTES = 1 << 30  # memory a standby may take (TensorFlow imported: ~0.5 GiB), with headroom
+POOL_RETRY_S = 60.0  # after a standby died or memory was short, plain starts for this long
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    start: int  # standbys to start now
+    stop: tuple[str, ...]  # standbys to stop (outdated, or more than wanted)
+    short_of_memory: bool  # one was wanted but does not fit: plain starts, with a warning
+
+
+def plan_pool(
+    *,
+    wanted: int,
+    fresh: int | Sequence[str],
+    outdated: Sequence[str],
+    starting: bool,
+    available_bytes: int | None,
+    standby_bytes: int = STANDBY_BYTES,
+) -> PoolPlan:
+    """What a version's pool needs: ``fresh`` standbys of its current spec (a count, or their ids,
+    newest last), ``outdated`` ones of a previous spec; ``starting``: a replica of the function is
+    starting now (refill after it); ``available_bytes``: memory free for new processes (None:
+    unknown, assumed enough)."""
+    ids = list(fresh) if not isinstance(fresh, int) else []
+    count = fresh if isinstance(fresh, int) else len(ids)
+    extra = ids[: max(0, count - wanted)] if ids else []
+    stop = (*outdated, *extra)
+    if count >= wanted or starting:
+        return PoolPlan(0, stop, False)
+    need = wanted - count
+    if available_bytes is not None and available_bytes < need * standby_bytes:
+        return PoolPlan(0, stop, True)
+    return PoolPlan(need, stop, False)
+
+
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """The kernel's estimate of memory available to new processes (``MemAvailable``), or None.
+
+    >>> isinstance(available_memory_bytes(), int | None)
+    True
+    """
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
