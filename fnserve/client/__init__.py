@@ -6,6 +6,8 @@
     ...     client.predict_batch("recs", rows)                     # one POST {"instances": rows}
     ...     client.predict_many("recs", rows, batch_size=256, concurrency=8)  # chunks, in parallel
     ...     client.predict_bytes("tagger", open("photo.jpg", "rb").read(), "image/jpeg")
+    ...     call_id = client.submit("recs", rows)    # asynchronous: the id once the call is stored
+    ...     client.result(call_id, timeout_s=60)     # its predictions, once it has run
 
 :class:`Client` blocks (threads for :meth:`Client.predict_many`); :class:`AsyncClient` has the same
 methods as coroutines. Answers 429/503 are retried after the server's ``Retry-After`` (bounded);

@@ -122,6 +122,27 @@ class AsyncClient:
         """The served functions: names, input schemas, versions (``GET /functions``)."""
         return list(core.json_body(await self.send(Call("GET", "/functions")))["functions"])
 
+    async def submit(
+        self,
+        function: str,
+        instances: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        callback_url: str | None = None,
+    ) -> str:
+        """Submit an asynchronous call (one instance, or a list); its id once the server stored it."""
+        return core.accepted_id(await self.send(core.submit_call(function, instances, callback_url)))
+
+    async def status(self, call_id: str) -> dict[str, Any]:
+        """A call's status document: ``pending``, ``running``, ``done`` or ``failed``, and its result."""
+        return dict(core.json_body(await self.send(Call("GET", core.call_path(call_id)))))
+
+    async def result(self, call_id: str, *, timeout_s: float | None = None, poll_s: float = 0.2) -> list[Any]:
+        """Wait for a call and return its predictions; as :meth:`fnserve.Client.result`."""
+        async with asyncio.timeout(timeout_s):
+            while (found := core.call_outcome(await self.status(call_id))) is None:
+                await asyncio.sleep(poll_s)
+        return found
+
     async def send(self, call: Call) -> httpx.Response:
         """Send a prepared :class:`~fnserve.client.core.Call`, retrying overloaded answers; the
         successful answer, else :class:`ClientError`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,6 +155,61 @@ def bytes_call(function: str, data: bytes, content_type: str, params: Mapping[st
     query = {k: query_value(v) for k, v in params.items()}
     headers = {"content-type": content_type}
     return Call("POST", function_path(function), params=query, content=data, headers=headers, expected=1)
+
+
+def submit_call(
+    function: str, instances: Mapping[str, Any] | Sequence[Mapping[str, Any]], callback_url: str | None
+) -> Call:
+    """POST one instance (a mapping) or a batch (a list of them) with ``Prefer: respond-async``."""
+    payload = dict(instances) if isinstance(instances, Mapping) else {"instances": list(instances)}
+    headers = {**JSON_HEADERS, "prefer": "respond-async"}
+    if callback_url:
+        headers["callback-url"] = callback_url
+    return Call("POST", function_path(function), content=encode_json(payload), headers=headers)
+
+
+def call_path(call_id: str) -> str:
+    """The status path of an asynchronous call.
+
+    >>> call_path("recs.0190a1b2c3d4e5f60718293a4b5c6d7e")
+    '/async/recs.0190a1b2c3d4e5f60718293a4b5c6d7e'
+    """
+    return f"/async/{urllib.parse.quote(call_id, safe='.')}"
+
+
+def accepted_id(response: httpx.Response) -> str:
+    """The id in a 202 answer to a submitted call."""
+    body = json_body(response)
+    if response.status_code != 202 or not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise ClientError(
+            f"{response.status_code}: the call was answered at once, not accepted for later: the server "
+            "takes no asynchronous calls ([async] max_queued = 0?)",
+            response.status_code,
+        )
+    return str(body["id"])
+
+
+def call_outcome(status: Any) -> list[Any] | None:
+    """The predictions of a finished call's status document; None while it is pending or running;
+    a ClientError with the function's status and message if it failed.
+
+    >>> call_outcome({"status": "running"}) is None
+    True
+    >>> call_outcome({"status": "done", "result": {"predictions": [1.0]}})
+    [1.0]
+    >>> call_outcome({"status": "failed", "http_status": 422, "error": "x: expected a number"})
+    Traceback (most recent call last):
+    fnserve.client.core.ClientError: 422: x: expected a number
+    """
+    state = status.get("status") if isinstance(status, dict) else None
+    if state in ("pending", "running"):
+        return None
+    if state == "failed":
+        code = int(status.get("http_status") or 0)
+        raise ClientError(f"{code}: {status.get('error') or 'the call failed'}", code)
+    if state != "done":
+        raise ClientError(f"not a call's status document: {str(status)[:200]}", 200)
+    return predictions(status.get("result"), None)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

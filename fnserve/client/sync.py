@@ -130,6 +130,37 @@ class Client:
         """The served functions: names, input schemas, versions (``GET /functions``)."""
         return list(core.json_body(self.send(Call("GET", "/functions")))["functions"])
 
+    def submit(
+        self,
+        function: str,
+        instances: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        callback_url: str | None = None,
+    ) -> str:
+        """Submit an asynchronous call: one instance (a mapping) or a batch (a list); returns its id
+        as soon as the server has stored it. ``callback_url``: where its outcome is POSTed.
+
+        >>> call = client.submit("recs", {"user_country": "NL", "hotel_id": 991})  # doctest: +SKIP
+        >>> client.result(call)                                                   # doctest: +SKIP
+        [0.93]
+        """
+        return core.accepted_id(self.send(core.submit_call(function, instances, callback_url)))
+
+    def status(self, call_id: str) -> dict[str, Any]:
+        """A call's status document: ``pending``, ``running``, ``done`` or ``failed``, and its result."""
+        return dict(core.json_body(self.send(Call("GET", core.call_path(call_id)))))
+
+    def result(self, call_id: str, *, timeout_s: float | None = None, poll_s: float = 0.2) -> list[Any]:
+        """Wait for a call and return its predictions (one per instance submitted); a failed call
+        raises :class:`ClientError` with the function's status and message, and ``TimeoutError``
+        comes after ``timeout_s`` (None: wait as long as it takes)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (found := core.call_outcome(self.status(call_id))) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"call {call_id} did not finish within {timeout_s:g} s")
+            time.sleep(poll_s)
+        return found
+
     def monitor(self, function: str | None = None) -> dict[str, Any]:
         """Live drift against the training reference, per function, version and feature
         (``GET /monitor`` or ``GET /monitor/{function}``)."""

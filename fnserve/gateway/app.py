@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.gateway import admin
+from fnserve.gateway.async_calls import GatewayCalls
 from fnserve.gateway.dashboard import data_handler, refused
 from fnserve.gateway.proxy import Proxy
 from fnserve.gateway.routing import FunctionRoute, parse_path
@@ -36,27 +37,36 @@ from fnserve.runtime.monitor import merge
 class GatewayApp:
     """Prediction paths to the proxy, the rest to Starlette (which also runs the lifespan)."""
 
-    def __init__(self, gateway: Gateway, starlette: Starlette):
+    def __init__(self, gateway: Gateway, starlette: Starlette, calls: GatewayCalls | None = None):
         self.proxy = Proxy(gateway)
         self.starlette = starlette
         self.state = starlette.state
+        self.calls = calls
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             parsed = parse_path(scope["path"])
             if parsed is not None:
+                if self.calls is not None and self.calls.wants(scope):  # Prefer: respond-async
+                    await self.calls.accept(scope, receive, send, parsed[0])
+                    return
                 await self.proxy(scope, receive, send, *parsed)
                 return
         await self.starlette(scope, receive, send)
 
 
-def create_app(gateway: Gateway) -> RequestContext:
-    """The app; ``app.state.gateway`` is the gateway it serves."""
+def create_app(gateway: Gateway, calls: GatewayCalls | None = None) -> RequestContext:
+    """The app; ``app.state.gateway`` is the gateway it serves. ``calls``: its asynchronous calls
+    (None: ``Prefer: respond-async`` is ignored, each call answered at once)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if calls is not None:
+            await calls.start()
         yield
+        if calls is not None:
+            await calls.stop()  # before the gateway: runs going may finish through its proxy
         await gateway.stop()
 
     async def healthz(_: Request) -> Response:
@@ -114,12 +124,14 @@ def create_app(gateway: Gateway) -> RequestContext:
             Route("/monitor/{name}", monitor),
             *admin.routes(gateway),
             *dashboard.routes(data_handler(gateway)),
+            *(calls.routes() if calls is not None else ()),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
     )
     starlette.state.gateway = gateway
-    context = RequestContext(GatewayApp(gateway, starlette))
+    starlette.state.calls = calls
+    context = RequestContext(GatewayApp(gateway, starlette, calls))
     context.state = starlette.state  # type: ignore[attr-defined]
     return context
 

@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fnserve.gateway")
 
-# Meaningful for one connection only (RFC 9110 7.6.1), or set by us: never forwarded.
+# Meaningful for one connection only (RFC 9110 7.6.1), or set by us: never forwarded. (Prefer:
+# the gateway answers respond-async itself, or ignores it; a replica must not answer it instead.)
 HOP_BY_HOP = frozenset(
     b"connection keep-alive proxy-connection proxy-authenticate proxy-authorization te trailer "
-    b"transfer-encoding upgrade host content-length expect x-request-id".split()
+    b"transfer-encoding upgrade host content-length expect x-request-id prefer".split()
 )
 NOT_RETURNED = frozenset(
     b"connection keep-alive proxy-connection proxy-authenticate te trailer transfer-encoding upgrade "

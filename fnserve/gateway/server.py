@@ -96,6 +96,7 @@ def run(
     ``OSError`` when the address cannot be bound.
     """
     from fnserve.gateway.app import create_app
+    from fnserve.gateway.async_calls import GatewayCalls
     from fnserve.gateway.service import GatewayOptions
     from fnserve.gateway.targets import platform_for
     from fnserve.runtime.server import bind_socket, run
@@ -113,13 +114,14 @@ def run(
         settings.store, storage_options=settings.storage_options, cache_dir=settings.cache_dir
     )
     gateway = Gateway(platform, options, checkpoints=store.versions)  # rollouts notice new checkpoints
+    calls = GatewayCalls(gateway, store, settings.async_calls)  # Prefer: respond-async, GET /async/{id}
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     try:
         run(
             serve_gateway(
-                create_app(gateway),
+                create_app(gateway, calls),
                 gateway,
                 sock,
                 drain_timeout_s=settings.drain_timeout_s,

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fnserve.runtime import dashboard
+from fnserve.runtime.asynccalls.serve import RuntimeCalls
 from fnserve.runtime.dashboard.data import runtime_data
 from fnserve.runtime.errors import BadRequest, NotFound, first_line
 from fnserve.runtime.http import RequestContext, error_response, json_response
@@ -29,10 +30,14 @@ MAX_READY_WAIT_S = 30.0  # the longest a /readyz?wait_s= request is held
 def create_app(runtime: Runtime) -> RequestContext:
     """The app with its routes; ``app.state.runtime`` is the runtime it serves."""
 
+    calls = RuntimeCalls(runtime)  # POST ... Prefer: respond-async, GET /async/{id}
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        await calls.start()
         yield
+        await calls.stop()  # before the batchers close: runs going may finish
         await runtime.stop()
 
     async def healthz(_: Request) -> Response:
@@ -104,7 +109,7 @@ def create_app(runtime: Runtime) -> RequestContext:
         return json_response({"error": f"internal error (request id {request.state.request_id})"}, 500)
 
     routes = [
-        *native.routes(runtime),  # the hot path first: Starlette matches routes in order
+        *calls.deferrable(native.routes(runtime)),  # the hot path first: Starlette matches in order
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/functions", endpoint(list_functions)),
@@ -112,8 +117,9 @@ def create_app(runtime: Runtime) -> RequestContext:
         Route("/monitor", endpoint(monitor)),
         Route("/monitor/{name}", endpoint(monitor)),
         *dashboard.routes(dashboard_data),
-        *v2.routes(runtime),
-        *tfserving.routes(runtime),
+        *calls.deferrable(v2.routes(runtime)),
+        *calls.deferrable(tfserving.routes(runtime)),
+        *calls.routes(),
     ]
     starlette = Starlette(
         routes=routes,
@@ -121,7 +127,9 @@ def create_app(runtime: Runtime) -> RequestContext:
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
     )
     starlette.state.runtime = runtime
+    starlette.state.calls = calls
     context = RequestContext(starlette)
+    calls.bind(starlette, context)
     context.state = starlette.state  # type: ignore[attr-defined]
     runtime.requests_in_flight = lambda: context.in_flight
     return context

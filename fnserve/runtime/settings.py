@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from fnserve.runtime.asynccalls.settings import AsyncSettings
 from fnserve.runtime.config import DEFAULT_CACHE, DEFAULT_PORT, DEFAULT_STORE, ENV_PREFIX, Layers, read_config
 from fnserve.runtime.errors import ConfigError
 from fnserve.runtime.redact import MASK, redact_mapping, redact_url, secret_values
@@ -48,6 +49,7 @@ class Settings:
     # (no hand-off to the model thread and back; see fnserve.runtime.batcher); 0 turns it off
     lone_call_max_ms: float = 1.0
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # passed to fsspec
+    async_calls: AsyncSettings = dataclasses.field(default_factory=AsyncSettings)  # [async]: its module
 
     @classmethod
     def load(
@@ -90,6 +92,7 @@ class Settings:
             "lone_call_max_ms": layers.pick("lone_call_max_ms", 1.0, section="serve", kind=float),
             "storage_options": dict(_storage_options(layers)),
         }
+        fields["async_calls"] = AsyncSettings.from_layers(layers)
         if not 0 <= fields["port"] <= 65535:
             raise ConfigError(f"port {fields['port']} is out of range 0-65535")
         if fields["event_loop"] not in ("uvloop", "asyncio"):

@@ -246,6 +246,17 @@ class CheckpointStore:
         finally:
             shutil.rmtree(temp, ignore_errors=True)  # gone already when installed
 
+    def filesystem(self, url: str) -> tuple[AbstractFileSystem, str]:
+        """The fsspec file system and path of ``url``, with this store's options where ``url`` is on
+        the store's protocol: for what keeps its own files beside the checkpoints (the queue of
+        asynchronous calls). Use it inside :meth:`storage_errors`."""
+        return self._filesystem(url)
+
+    def storage_errors(self, url: str) -> contextlib.AbstractContextManager[None]:
+        """``with store.storage_errors(url):`` a backend's outage becomes one StorageUnavailable
+        naming ``url`` (redacted); FileNotFoundError passes through as it is."""
+        return self._storage_errors(url)
+
     def _filesystem(self, url: str) -> tuple[AbstractFileSystem, str]:
         # The store's options belong to its protocol; a full URL on another protocol gets none.
         same = (split_protocol(url)[0] or "file") == (split_protocol(self.root)[0] or "file")

@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 import httpx
 
 from fnserve.gateway.app import create_app
+from fnserve.gateway.async_calls import GatewayCalls
 from fnserve.gateway.platform import FunctionDeployment, Scaling, VersionDeployment
 from fnserve.gateway.server import serve_gateway
 from fnserve.gateway.service import Gateway, GatewayOptions
 from fnserve.local.platform import LocalPlatform
 from fnserve.project import ProjectSettings
+from fnserve.runtime.asynccalls.settings import settings_of
 from fnserve.runtime.server import bind_socket
 from fnserve.runtime.store import CheckpointStore
 
@@ -85,15 +87,21 @@ def running_gateway(
     *,
     rollouts: bool = False,
     clock: Callable[[], float] | None = None,
+    async_calls: dict[str, Any] | None = None,
 ) -> Iterator[RunningGateway]:
     """``rollouts``: the gateway watches the project's store for new checkpoints, as ``fn gateway``.
-    ``clock``: the wall clock of its ``[train] schedule`` (a fast one runs a day in seconds)."""
+    ``clock``: the wall clock of its ``[train] schedule`` (a fast one runs a day in seconds).
+    ``async_calls``: ``[async]`` settings: it takes asynchronous calls, queued in the project's store."""
     settings = settings_for(project)
     platform = LocalPlatform(settings)
     for d in deployments:
         platform.save_state(d)
     store = CheckpointStore(settings.store, cache_dir=project / "gateway-cache") if rollouts else None
     gateway = Gateway(platform, options, checkpoints=store.versions if store else None, clock=clock)
+    calls = None
+    if async_calls is not None:
+        queue_store = CheckpointStore(settings.store, cache_dir=project / "gateway-cache")
+        calls = GatewayCalls(gateway, queue_store, settings_of(async_calls))
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     loop_box: dict[str, Any] = {}
@@ -101,7 +109,7 @@ def running_gateway(
     async def main() -> None:
         stop = loop_box["stop"] = asyncio.Event()
         loop_box["loop"] = asyncio.get_running_loop()
-        await serve_gateway(create_app(gateway), gateway, sock, drain_timeout_s=2, stop=stop)
+        await serve_gateway(create_app(gateway, calls), gateway, sock, drain_timeout_s=2, stop=stop)
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     thread.start()
