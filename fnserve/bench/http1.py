@@ -1,11 +1,11 @@
-"""A lean HTTP/1.1 keep-alive connection for the load generator.
+"""A lean HTTP/1.1 keep-alive connection for the load generator (and ``fn batch --url``).
 
 Why not httpx here: measured on loopback against ``fn serve``, an httpx request costs the client
 ~0.8 ms of CPU with one connection per pool, and ~5 ms with 64 connections sharing a pool, so
 httpx, not the server, would set the numbers. This connection sends requests encoded once per
-step and reads answers by ``Content-Length`` (or chunked), at ~0.05 ms of CPU each. It is only
-for load: what the answers mean is checked by the real client (:mod:`fnserve.client`) before
-the sweep starts.
+step and reads answers by ``Content-Length`` (or chunked), at ~0.05 ms of CPU each. It is for
+load: what the answers mean is checked by the real client (:mod:`fnserve.client`) before the
+sweep starts, and ``fn batch`` reads its answers with the client's own checks and retry policy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from fnserve.client.core import Call, ClientError
 
 
-def encode_request(url: str, call: Call) -> bytes:
+def encode_request(url: str, call: Call, agent: str = "fn-bench") -> bytes:
     """The bytes of ``call`` as an HTTP/1.1 request to the server at ``url``.
 
     >>> encode_request("http://127.0.0.1:8080", Call("GET", "/function/double", {"x": "2"}))
@@ -25,7 +25,7 @@ def encode_request(url: str, call: Call) -> bytes:
     """
     parts = urlsplit(url)
     target = parts.path.rstrip("/") + call.path + (f"?{urlencode(call.params)}" if call.params else "")
-    lines = [f"{call.method} {target} HTTP/1.1", f"Host: {parts.netloc}", "User-Agent: fn-bench"]
+    lines = [f"{call.method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"User-Agent: {agent}"]
     lines += [f"{name}: {value}" for name, value in call.headers.items()]
     if call.content is not None:
         lines.append(f"Content-Length: {len(call.content)}")
@@ -46,6 +46,11 @@ class Connection:
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         """Send an encoded request; the answer's status and body. ClientError (status 0) when the
         server cannot be reached or does not answer within ``timeout_s``."""
+        status, _, body = await self.exchange(raw)
+        return status, body
+
+    async def exchange(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        """:meth:`request`, with the answer's headers (names and values lowercased)."""
         for reused in (self._streams is not None, False):
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -73,7 +78,7 @@ class Connection:
         self._streams = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
         return self._streams
 
-    async def _read(self, reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    async def _read(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         status_line, *header_lines = head.split("\r\n")
         status = int(status_line.split(" ", 2)[1])
@@ -87,7 +92,7 @@ class Connection:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection") == "close":
             self.close()
-        return status, body
+        return status, headers, body
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

@@ -213,7 +213,6 @@ class ContainerTraining:
     def train(self, settings: ProjectSettings, name: str, data: str | None) -> None:
         from fnserve.docker.containers import parse_memory
         from fnserve.docker.training import TrainOptions, train_function
-        from fnserve.images.builds import ensure_image
         from fnserve.k8s.training import render_training
 
         try:
@@ -226,10 +225,7 @@ class ContainerTraining:
             version = train_function(settings, name, engine(), options, on_output=show)
             out.print(f"{name}: published version {version}; the training container was removed")
             return
-        image = self.image
-        if image is None:  # the image the cluster will run: this function's current build
-            plan = ensure_image(settings, name, engine(), on_output=show).plan
-            image = plan.remote(settings.registry)[0] if settings.registry else plan.image
+        image = self.image or cluster_image(settings, name)
         try:
             manifest = render_training(
                 settings,
@@ -251,6 +247,15 @@ class ContainerTraining:
         except ImportError:  # PyYAML comes with the kubernetes client; JSON is YAML too
             text = json.dumps(manifest, indent=2) + "\n"
         click.echo(text, nl=False)
+
+
+def cluster_image(settings: ProjectSettings, name: str) -> str:
+    """The image a cluster runs for ``name``: this function's current build (made if missing), as
+    the registry of fn.toml [build] names it."""
+    from fnserve.images.builds import ensure_image
+
+    plan = ensure_image(settings, name, engine(), on_output=show).plan
+    return plan.remote(settings.registry)[0] if settings.registry else plan.image
 
 
 def container_options(func: F) -> F:

@@ -31,9 +31,21 @@ def cli(verbose: bool) -> None:
 
 
 def register() -> None:
-    from fnserve.cli import bench, build, deploy, invoke, monitor, new, optimize, precompute, serve, train
+    from fnserve.cli import (
+        batch,
+        bench,
+        build,
+        deploy,
+        invoke,
+        monitor,
+        new,
+        optimize,
+        precompute,
+        serve,
+        train,
+    )
 
-    for module in (new, serve, train, optimize, precompute, invoke, monitor, bench, build, deploy):
+    for module in (new, serve, train, optimize, precompute, invoke, batch, monitor, bench, build, deploy):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -66,11 +66,16 @@ def arrow_call(function: str, table: pa.Table) -> Call:
 
 def read_answer(response: httpx.Response, expected: int | None) -> pa.Table:
     """The answer's Arrow stream as a table, checked to hold ``expected`` rows."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    return answer_table(response.headers.get("content-type", ""), response.content, expected)
+
+
+def answer_table(content_type: str, content: bytes, expected: int | None) -> pa.Table:
+    """:func:`read_answer` from an answer's content type and body (read by another connection)."""
+    kind = content_type.split(";")[0].strip()
     if kind != ARROW_STREAM_TYPE:
         raise ClientError(f"asked for Arrow, the server answered {kind or 'no content type'}", 200)
     try:
-        table = pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
+        table = pa.ipc.open_stream(pa.py_buffer(content)).read_all()
     except (pa.ArrowException, OSError) as exc:
         raise ClientError(f"the answer is not a valid Arrow stream: {exc}", 200) from None
     if expected is not None and table.num_rows != expected:

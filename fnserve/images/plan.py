@@ -13,6 +13,7 @@ image's id, so the same sources give the same tag and an existing image is reuse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -79,7 +80,7 @@ def plan_build(
     source: FunctionSource, template: Template, inputs: BuildInputs, *, base_image: str
 ) -> BuildPlan:
     """Everything `fn build` sends to the engine, and the names and labels it asks for."""
-    function_rules = _function_ignore(source)
+    function_rules = _function_ignore(source.folder)
     baked_store = BAKED_STORE if inputs.baked else ""
     # A baked version's model format may need less than the template brings (LiteRT: no TensorFlow).
     rule = template.rule_for(inputs.baked.model_format if inputs.baked else None)
@@ -166,9 +167,16 @@ def _checkpoint_files(inputs: BuildInputs) -> list[ContextFile]:
     return files
 
 
-def _function_ignore(source: FunctionSource) -> list[IgnoreRule]:
+def function_files(folder: Path) -> list[ContextFile]:
+    """The files of a function's folder as a build puts them in its image (under ``function/``):
+    ours and the function's own .dockerignore rules applied. What ``fn batch`` fingerprints as the
+    function's code, the same here and in the image."""
+    return folder_files(folder, "function", [*parse_ignore(DEFAULT_IGNORE), *_function_ignore(folder)])
+
+
+def _function_ignore(folder: Path) -> list[IgnoreRule]:
     """The function's own .dockerignore, its patterns taken relative to the function folder."""
-    path = source.folder / ".dockerignore"
+    path = folder / ".dockerignore"
     if not path.is_file():
         return []
     lines = []

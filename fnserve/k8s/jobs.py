@@ -102,18 +102,14 @@ def _job_spec(job: TrainingJob) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", f"/srv/functions/{job.function}/train.py"],
         "env": env,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if job.secret:
         container["envFrom"] = [{"secretRef": {"name": job.secret}}]
-    resources = _resources(job)
-    if resources:
-        container["resources"] = {"requests": resources, "limits": resources}
+    limits = resources(job.cpus, job.memory_bytes)
+    if limits:
+        container["resources"] = {"requests": limits, "limits": limits}
     spec: dict[str, Any] = {
         "backoffLimit": 1,
         "ttlSecondsAfterFinished": 86400,
@@ -121,13 +117,7 @@ def _job_spec(job: TrainingJob) -> dict[str, Any]:
             "metadata": {"labels": _labels(job)},
             "spec": {
                 "restartPolicy": "Never",
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": IMAGE_UID,
-                    "runAsGroup": IMAGE_UID,
-                    "fsGroup": IMAGE_UID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security(),
                 "containers": [container],
                 "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
             },
@@ -158,13 +148,39 @@ def _check_database(url: str) -> None:
         )
 
 
-def _resources(job: TrainingJob) -> dict[str, str]:
-    resources = {}
-    if job.cpus is not None:
-        resources["cpu"] = f"{round(job.cpus * 1000)}m"
-    if job.memory_bytes is not None:
-        resources["memory"] = f"{-(-job.memory_bytes // 2**20)}Mi"
-    return resources
+def pod_security() -> dict[str, Any]:
+    """The pod hardening of every Job run in a function's image (training, batch scoring): non-root,
+    as the image's user."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_UID,
+        "fsGroup": IMAGE_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    """No privilege, nothing to escalate to, a read-only root (``/tmp`` is an emptyDir)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def resources(cpus: float | None, memory_bytes: int | None) -> dict[str, str]:
+    """A Job container's requests (equal to its limits): CPU in millicores, memory in MiB.
+
+    >>> resources(2, 3 * 2**30), resources(None, None)
+    ({'cpu': '2000m', 'memory': '3072Mi'}, {})
+    """
+    found = {}
+    if cpus is not None:
+        found["cpu"] = f"{round(cpus * 1000)}m"
+    if memory_bytes is not None:
+        found["memory"] = f"{-(-memory_bytes // 2**20)}Mi"
+    return found
 
 
 def _metadata(name: str, job: TrainingJob) -> dict[str, Any]:
