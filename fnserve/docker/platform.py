@@ -46,7 +46,13 @@ from fnserve.docker.tracker import Tracker
 from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.gateway.warmpool import POOL_RETRY_S, STANDBY_BYTES, available_memory_bytes, plan_pool
+from fnserve.gateway.warmpool import (
+    POOL_RETRY_S,
+    STANDBY_BYTES,
+    available_memory_bytes,
+    plan_pool,
+    pool_size,
+)
 from fnserve.images.labels import (
     FUNCTION_LABEL,
     PROJECT_LABEL,
@@ -252,9 +258,8 @@ class DockerPlatform:
         for label in labels:
             spec, key = versions.get(label), (function, label)
             mine = sorted((c for c in pool if c.labels.get(VERSION_LABEL) == label), key=lambda c: c.created)
-            wanted = 0
-            if spec is not None and deployment is not None and deployment.scaling.min_replicas == 0:
-                wanted = deployment.scaling.warm_pool if now >= self._pool_paused.get(key, 0.0) else 0
+            scaling = deployment.scaling if deployment is not None and spec is not None else None
+            wanted = pool_size(scaling, self._pool_paused.get(key, 0.0), now)
             digest = spec_digest(spec) if spec else ""
             fresh = [c.id for c in mine if c.labels.get(SPEC_LABEL) == digest]
             outdated = [c.id for c in mine if c.id not in fresh]

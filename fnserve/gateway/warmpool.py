@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fnserve.gateway.platform import Scaling
+
 STANDBY_BYTES = 1 << 30  # memory a standby may take (TensorFlow imported: ~0.5 GiB), with headroom
 POOL_RETRY_S = 60.0  # after a standby died or memory was short, plain starts for this long
 
@@ -61,6 +63,14 @@ def plan_pool(
     if available_bytes is not None and available_bytes < need * standby_bytes:
         return PoolPlan(0, stop, True)
     return PoolPlan(need, stop, False)
+
+
+def pool_size(scaling: Scaling | None, paused_until: float, now: float) -> int:
+    """Standbys a version should keep: ``warm_pool`` while it may scale to zero and its pool is
+    not paused (a standby died, memory was short), else 0."""
+    if scaling is None or scaling.min_replicas != 0 or now < paused_until:
+        return 0
+    return scaling.warm_pool
 
 
 def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:

@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 from fnserve.batch.job import JobSpec
 from fnserve.k8s import names
 from fnserve.k8s.api import K8sApi, K8sError
-from fnserve.k8s.jobs import container_security, pod_security, resources
+from fnserve.k8s.jobs import resources
 from fnserve.k8s.spec import is_local
+from fnserve.k8s.workload import container_security, pod_security
 from fnserve.project import ProjectSettings
 
 JOB_ENV, SHARDS_ENV = "FNSERVE_BATCH_JOB", "FNSERVE_BATCH_SHARDS"

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from fnserve.gateway.schedule import parse_schedule
 from fnserve.k8s import names
-from fnserve.project import IMAGE_UID
+from fnserve.k8s.workload import container_security, pod_security
 from fnserve.runtime.databases import CREDENTIAL_VARIABLES, DatabaseSource, DataSourceError, is_database_url
 
 _NAME_MAX = 63
@@ -146,27 +146,6 @@ def _check_database(url: str) -> None:
             f"the training data {source.shown} has a password in its URL, which the Job would show in "
             f"plain text: leave it out and put {names} in the Secret (--secret NAME, [k8s] secret)"
         )
-
-
-def pod_security() -> dict[str, Any]:
-    """The pod hardening of every Job run in a function's image (training, batch scoring): non-root,
-    as the image's user."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": IMAGE_UID,
-        "runAsGroup": IMAGE_UID,
-        "fsGroup": IMAGE_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security() -> dict[str, Any]:
-    """No privilege, nothing to escalate to, a read-only root (``/tmp`` is an emptyDir)."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
 
 
 def resources(cpus: float | None, memory_bytes: int | None) -> dict[str, str]:

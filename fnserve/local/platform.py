@@ -35,7 +35,13 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.gateway.warmpool import POOL_RETRY_S, STANDBY_BYTES, available_memory_bytes, plan_pool
+from fnserve.gateway.warmpool import (
+    POOL_RETRY_S,
+    STANDBY_BYTES,
+    available_memory_bytes,
+    plan_pool,
+    pool_size,
+)
 from fnserve.local.training import train_once
 from fnserve.project import STATE_DIR, ProjectSettings
 from fnserve.runtime.main import PROG
@@ -196,9 +202,7 @@ class LocalPlatform:
             mine = [
                 p for p in self._standbys if p.function == function and p.version == label and not p.draining
             ]
-            wanted = 0
-            if spec is not None and scaling is not None and scaling.min_replicas == 0:
-                wanted = scaling.warm_pool if now >= self._pool_paused.get(key, 0.0) else 0
+            wanted = pool_size(scaling, self._pool_paused.get(key, 0.0), now) if spec is not None else 0
             fresh = [str(p.popen.pid) for p in mine if spec is not None and p.runs == _runs(spec)]
             outdated = [str(p.popen.pid) for p in mine if str(p.popen.pid) not in fresh]
             plan = plan_pool(
