@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -46,13 +47,7 @@ from fnserve.docker.tracker import Tracker
 from fnserve.docker_engine import ContainerInfo, DockerEngine, EngineError
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.gateway.warmpool import (
-    POOL_RETRY_S,
-    STANDBY_BYTES,
-    available_memory_bytes,
-    plan_pool,
-    pool_size,
-)
+from fnserve.gateway.warmpool import POOL_RETRY_S, plan_version_pool
 from fnserve.images.labels import (
     FUNCTION_LABEL,
     PROJECT_LABEL,
@@ -66,6 +61,7 @@ from fnserve.project import ProjectSettings, state_dir
 STOP_DELAY_S = 1.0  # draining -> SIGTERM: the gateway's next refresh (every 0.5 s) routes around it first
 KILL_GRACE_S = 10.0  # past the runtime's drain timeout, SIGKILL
 MAX_LOG_CONTAINERS = 5
+STANDBY_PROBE_S = 0.2  # a standby not yet prepared is asked its /readyz at most this often
 log = logging.getLogger("fnserve.gateway")
 
 
@@ -96,6 +92,7 @@ class DockerPlatform:
         self._claimed: set[str] = set()
         self._armed: set[str] = set()  # standbys whose /readyz says they stand by
         self._prepared: set[str] = set()  # ... and have fetched and imported
+        self._asked: dict[str, float] = {}  # when (monotonic) each standby's /readyz was last asked
         self._pool_paused: dict[tuple[str, str], float] = {}
         self._pool_view: dict[str, dict[str, int]] = {}  # function -> version -> armed standbys
         self._probe = httpx.Client(timeout=probe_timeout_s)
@@ -198,10 +195,18 @@ class DockerPlatform:
     # --- the warm pool ------------------------------------------------------------------------
 
     def _in_pool(self, container: ContainerInfo) -> bool:
-        """A standby not claimed yet. One from before a restart of the gateway is asked once."""
+        """A standby not claimed yet. Until it is prepared it is asked (its ``/readyz``) at most every
+        ``STANDBY_PROBE_S``; one claimed before this platform started (a gateway restart) says so."""
         if container.labels.get(STANDBY_LABEL) != "true" or container.id in self._claimed:
             return False
-        if container.id not in self._prepared and container.state == "running":
+        now = time.monotonic()
+        asked = self._asked.get(container.id)
+        if (
+            container.id not in self._prepared
+            and container.state == "running"
+            and (asked is None or now - asked >= STANDBY_PROBE_S)
+        ):
+            self._asked[container.id] = now  # one reconcile asks in several places: one probe
             said = self._standing_by(container)
             if said is None:
                 return True
@@ -235,6 +240,7 @@ class DockerPlatform:
             )
         self._armed.discard(container.id)
         self._prepared.discard(container.id)
+        self._asked.pop(container.id, None)
         self._remove(container.id)
 
     def _keep_pool(
@@ -250,36 +256,26 @@ class DockerPlatform:
         pool = [c for c in running if self._in_pool(c)]
         starting = any(not self.known.ready.get(c.id, False) for c in running if c not in pool)
         labels = set(versions) | {c.labels.get(VERSION_LABEL, "") for c in pool}
-        view: dict[str, int] = {}
-        for c in pool:
-            if c.id in self._prepared:
-                view[c.labels.get(VERSION_LABEL, "")] = view.get(c.labels.get(VERSION_LABEL, ""), 0) + 1
-        self._pool_view[function] = view
+        prepared = (c.labels.get(VERSION_LABEL, "") for c in pool if c.id in self._prepared)
+        self._pool_view[function] = dict(collections.Counter(prepared))
         for label in labels:
             spec, key = versions.get(label), (function, label)
             mine = sorted((c for c in pool if c.labels.get(VERSION_LABEL) == label), key=lambda c: c.created)
-            scaling = deployment.scaling if deployment is not None and spec is not None else None
-            wanted = pool_size(scaling, self._pool_paused.get(key, 0.0), now)
             digest = spec_digest(spec) if spec else ""
             fresh = [c.id for c in mine if c.labels.get(SPEC_LABEL) == digest]
             outdated = [c.id for c in mine if c.id not in fresh]
-            plan = plan_pool(
-                wanted=wanted,
+            plan, self._pool_paused[key] = plan_version_pool(
+                function,
+                label,
+                deployment.scaling if deployment is not None and spec is not None else None,
+                self._pool_paused.get(key, 0.0),
+                now,
                 fresh=fresh,
                 outdated=outdated,
                 starting=starting,
-                available_bytes=available_memory_bytes() if wanted > len(fresh) else None,
             )
             for container_id in plan.stop:
                 self.known.drain(container_id, now=now)
-            if plan.short_of_memory:
-                self._pool_paused[key] = now + POOL_RETRY_S
-                log.warning(
-                    "%s@%s: not enough memory for a warm-pool standby (one needs about %d MiB); plain starts",
-                    function,
-                    label,
-                    STANDBY_BYTES >> 20,
-                )
             for _ in range(plan.start):
                 assert spec is not None
                 if self._start(function, label, spec, standby=True):
@@ -310,6 +306,7 @@ class DockerPlatform:
                 self._claimed.add(container.id)
                 self._armed.discard(container.id)
                 self._prepared.discard(container.id)
+                self._asked.pop(container.id, None)
                 log.info("%s@%s: claimed warm-pool standby %s", function, label, container.id[:12])
                 return True
         return False

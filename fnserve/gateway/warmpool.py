@@ -13,16 +13,17 @@ The price is memory: a standby holds the framework (TensorFlow: a few hundred MB
 pool that does not fit (less memory available than ``standby_bytes`` needs) or whose standby dies
 falls back to plain starts with a warning; plain starts are what the pool only speeds up.
 
->>> plan_pool(wanted=1, fresh=0, outdated=("old",), starting=False, available_bytes=8 << 30)
+>>> plan_pool(wanted=1, fresh=(), outdated=("old",), starting=False, available_bytes=8 << 30)
 PoolPlan(start=1, stop=('old',), short_of_memory=False)
->>> plan_pool(wanted=1, fresh=0, outdated=(), starting=True, available_bytes=8 << 30)  # a start runs
+>>> plan_pool(wanted=1, fresh=(), outdated=(), starting=True, available_bytes=8 << 30)  # a start runs
 PoolPlan(start=0, stop=(), short_of_memory=False)
->>> plan_pool(wanted=1, fresh=0, outdated=(), starting=False, available_bytes=100 << 20)
+>>> plan_pool(wanted=1, fresh=(), outdated=(), starting=False, available_bytes=100 << 20)
 PoolPlan(start=0, stop=(), short_of_memory=True)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from fnserve.gateway.platform import Scaling
 
 STANDBY_BYTES = 1 << 30  # memory a standby may take (TensorFlow imported: ~0.5 GiB), with headroom
 POOL_RETRY_S = 60.0  # after a standby died or memory was short, plain starts for this long
+log = logging.getLogger("fnserve.gateway")
 
 
 @dataclass(frozen=True)
@@ -43,26 +45,55 @@ class PoolPlan:
 def plan_pool(
     *,
     wanted: int,
-    fresh: int | Sequence[str],
+    fresh: Sequence[str],
     outdated: Sequence[str],
     starting: bool,
     available_bytes: int | None,
     standby_bytes: int = STANDBY_BYTES,
 ) -> PoolPlan:
-    """What a version's pool needs: ``fresh`` standbys of its current spec (a count, or their ids,
-    newest last), ``outdated`` ones of a previous spec; ``starting``: a replica of the function is
-    starting now (refill after it); ``available_bytes``: memory free for new processes (None:
-    unknown, assumed enough)."""
-    ids = list(fresh) if not isinstance(fresh, int) else []
-    count = fresh if isinstance(fresh, int) else len(ids)
-    extra = ids[: max(0, count - wanted)] if ids else []
-    stop = (*outdated, *extra)
-    if count >= wanted or starting:
+    """What a version's pool needs: ``fresh`` standbys of its current spec (their ids, oldest first:
+    the oldest go when there are too many), ``outdated`` ones of a previous spec; ``starting``: a
+    replica of the function is starting now (refill after it); ``available_bytes``: memory free
+    for new processes (None: unknown, assumed enough)."""
+    stop = (*outdated, *fresh[: max(0, len(fresh) - wanted)])
+    if len(fresh) >= wanted or starting:
         return PoolPlan(0, stop, False)
-    need = wanted - count
+    need = wanted - len(fresh)
     if available_bytes is not None and available_bytes < need * standby_bytes:
         return PoolPlan(0, stop, True)
     return PoolPlan(need, stop, False)
+
+
+def plan_version_pool(
+    function: str,
+    label: str,
+    scaling: Scaling | None,
+    paused_until: float,
+    now: float,
+    *,
+    fresh: Sequence[str],
+    outdated: Sequence[str],
+    starting: bool,
+) -> tuple[PoolPlan, float]:
+    """:func:`plan_pool` for one version of a platform's: its size from ``scaling`` (None: the
+    version is gone), memory read only when a standby is wanted, and a plan short of memory
+    logged and paused for ``POOL_RETRY_S``. Returns the plan and when the pool's pause ends."""
+    wanted = pool_size(scaling, paused_until, now)
+    available = available_memory_bytes() if wanted > len(fresh) else None
+    plan = plan_pool(
+        wanted=wanted, fresh=fresh, outdated=outdated, starting=starting, available_bytes=available
+    )
+    if plan.short_of_memory:
+        log.warning(
+            "%s@%s: not enough memory for a warm-pool standby (%s MiB available, one needs about %d MiB); "
+            "plain starts",
+            function,
+            label,
+            (available or 0) >> 20,
+            STANDBY_BYTES >> 20,
+        )
+        paused_until = now + POOL_RETRY_S
+    return plan, paused_until
 
 
 def pool_size(scaling: Scaling | None, paused_until: float, now: float) -> int:

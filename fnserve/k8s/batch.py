@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 from fnserve.batch.job import JobSpec
 from fnserve.k8s import names
 from fnserve.k8s.api import K8sApi, K8sError
-from fnserve.k8s.jobs import resources
+from fnserve.k8s.jobs import job_container
 from fnserve.k8s.spec import is_local
-from fnserve.k8s.workload import container_security, pod_security
+from fnserve.k8s.workload import pod_security
 from fnserve.project import ProjectSettings
 
 JOB_ENV, SHARDS_ENV = "FNSERVE_BATCH_JOB", "FNSERVE_BATCH_SHARDS"
@@ -90,20 +90,8 @@ def scoring_job(job: ScoringJob) -> dict[str, Any]:
                     "value": json.dumps(dict(job.store_options), sort_keys=True),
                 }
             )
-    container: dict[str, Any] = {
-        "name": "batch",
-        "image": job.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "fnserve.batch"],
-        "env": env,
-        "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    if job.secret:
-        container["envFrom"] = [{"secretRef": {"name": job.secret}}]
-    limits = resources(job.cpus, job.memory_bytes)
-    if limits:
-        container["resources"] = {"requests": limits, "limits": limits}
+    command = ["python", "-m", "fnserve.batch"]
+    container = job_container("batch", job.image, command, env, job.secret, job.cpus, job.memory_bytes)
     labels = _labels(job)
     metadata: dict[str, Any] = {"name": job_name(job.function, job.fingerprint), "labels": labels}
     if job.namespace:

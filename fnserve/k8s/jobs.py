@@ -96,20 +96,8 @@ def _job_spec(job: TrainingJob) -> dict[str, Any]:
         env.append({"name": "FNSERVE_STORE_OPTIONS", "value": json.dumps(job.store_options, sort_keys=True)})
     if job.data:
         env.append({"name": "FNSERVE_DATA", "value": job.data})
-    container: dict[str, Any] = {
-        "name": "train",
-        "image": job.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", f"/srv/functions/{job.function}/train.py"],
-        "env": env,
-        "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    if job.secret:
-        container["envFrom"] = [{"secretRef": {"name": job.secret}}]
-    limits = resources(job.cpus, job.memory_bytes)
-    if limits:
-        container["resources"] = {"requests": limits, "limits": limits}
+    command = ["python", f"/srv/functions/{job.function}/train.py"]
+    container = job_container("train", job.image, command, env, job.secret, job.cpus, job.memory_bytes)
     spec: dict[str, Any] = {
         "backoffLimit": 1,
         "ttlSecondsAfterFinished": 86400,
@@ -146,6 +134,34 @@ def _check_database(url: str) -> None:
             f"the training data {source.shown} has a password in its URL, which the Job would show in "
             f"plain text: leave it out and put {names} in the Secret (--secret NAME, [k8s] secret)"
         )
+
+
+def job_container(
+    name: str,
+    image: str,
+    command: list[str],
+    env: list[dict[str, str]],
+    secret: str | None,
+    cpus: float | None,
+    memory_bytes: int | None,
+) -> dict[str, Any]:
+    """The one container of a Job run in a function's image (training, batch scoring): hardened,
+    ``/tmp`` an emptyDir, the store's credentials from ``secret``, requests equal to limits."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "env": env,
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    limits = resources(cpus, memory_bytes)
+    if limits:
+        container["resources"] = {"requests": limits, "limits": limits}
+    return container
 
 
 def resources(cpus: float | None, memory_bytes: int | None) -> dict[str, str]:

@@ -35,13 +35,7 @@ import httpx
 
 from fnserve.gateway.platform import FunctionDeployment, PlatformError, Replica, VersionDeployment
 from fnserve.gateway.statefile import StateFile
-from fnserve.gateway.warmpool import (
-    POOL_RETRY_S,
-    STANDBY_BYTES,
-    available_memory_bytes,
-    plan_pool,
-    pool_size,
-)
+from fnserve.gateway.warmpool import POOL_RETRY_S, plan_version_pool
 from fnserve.local.training import train_once
 from fnserve.project import STATE_DIR, ProjectSettings
 from fnserve.runtime.main import PROG
@@ -202,28 +196,20 @@ class LocalPlatform:
             mine = [
                 p for p in self._standbys if p.function == function and p.version == label and not p.draining
             ]
-            wanted = pool_size(scaling, self._pool_paused.get(key, 0.0), now) if spec is not None else 0
             fresh = [str(p.popen.pid) for p in mine if spec is not None and p.runs == _runs(spec)]
             outdated = [str(p.popen.pid) for p in mine if str(p.popen.pid) not in fresh]
-            plan = plan_pool(
-                wanted=wanted,
+            plan, self._pool_paused[key] = plan_version_pool(
+                function,
+                label,
+                scaling if spec is not None else None,
+                self._pool_paused.get(key, 0.0),
+                now,
                 fresh=fresh,
                 outdated=outdated,
                 starting=starting,
-                available_bytes=available_memory_bytes() if wanted > len(fresh) else None,
             )
             for proc in [p for p in mine if str(p.popen.pid) in plan.stop]:
                 self._stop(proc)  # reaped above once it exited
-            if plan.short_of_memory:
-                self._pool_paused[key] = now + POOL_RETRY_S
-                log.warning(
-                    "%s@%s: not enough memory for a warm-pool standby (%s MiB available, one needs "
-                    "about %d MiB); plain starts",
-                    function,
-                    label,
-                    (available_memory_bytes() or 0) >> 20,
-                    STANDBY_BYTES >> 20,
-                )
             for _ in range(plan.start):
                 assert spec is not None
                 self._standbys.append(self._spawn(function, label, spec, standby=True))

@@ -44,6 +44,11 @@ class LoadedModel:
     warm_up_s: float = 0.0  # the part of load_s spent replaying representative rows (see _warm_up)
     import_s: float = 0.0  # the part of load_s spent importing the framework (see models.preload)
 
+    @property
+    def model_s(self) -> float:
+        """The part of load_s the loader itself took: all but fetch, framework import, warm-up."""
+        return self.load_s - self.fetch_s - self.import_s - self.warm_up_s
+
 
 class ServedFunction:
     """A discovered function bound to a store; ``load()`` makes it ready.
@@ -328,9 +333,7 @@ class ServedFunction:
             # what the last load took: a gateway reports them as parts of a cold start
             "fetch_s": round(loaded.fetch_s, 4) if loaded else None,
             "framework_import_s": round(loaded.import_s, 4) if loaded else None,
-            "model_load_s": round(loaded.load_s - loaded.fetch_s - loaded.warm_up_s - loaded.import_s, 4)
-            if loaded
-            else None,
+            "model_load_s": round(loaded.model_s, 4) if loaded else None,
             "warm_up_s": round(loaded.warm_up_s, 4) if loaded else None,
             "max_batch_size": self.spec.max_batch_size,
             **self.schema.describe(),

@@ -323,16 +323,10 @@ class Runtime:
         began = t.get("activated", t.get("process", self.started_at))
         if "activated" not in t:
             gauge.labels("import").set(max(0.0, t.get("function_imported", began) - began))
-        for part, attribute in (("fetch", "fetch_s"), ("framework", "import_s"), ("warm_up", "warm_up_s")):
-            gauge.labels(part).set(
-                sum(getattr(f.loaded, attribute) for f in self.functions.values() if f.loaded)
-            )
-        load = sum(
-            f.loaded.load_s - f.loaded.fetch_s - f.loaded.import_s - f.loaded.warm_up_s
-            for f in self.functions.values()
-            if f.loaded
-        )
-        gauge.labels("load").set(max(0.0, load))
+        parts = {"fetch": "fetch_s", "framework": "import_s", "load": "model_s", "warm_up": "warm_up_s"}
+        for part, attribute in parts.items():
+            seconds = sum(getattr(f.loaded, attribute) for f in self.functions.values() if f.loaded)
+            gauge.labels(part).set(max(0.0, seconds))
         gauge.labels("ready").set(max(0.0, t["ready"] - began))
 
     async def stop(self) -> None:

@@ -57,7 +57,7 @@ def test_a_wake_up_claims_the_prepared_standby_and_the_pool_refills(tmp_path: Pa
 def test_short_of_memory_means_plain_starts_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("fnserve.local.platform.available_memory_bytes", lambda: 64 << 20)
+    monkeypatch.setattr("fnserve.gateway.warmpool.available_memory_bytes", lambda: 64 << 20)
     with caplog.at_level(logging.WARNING, "fnserve.gateway"), running_gateway(tmp_path, pooled()) as gw:
         until(lambda: "not enough memory for a warm-pool standby" in caplog.text, "the warning", 20)
         assert standbys(gw) == 0 and not gw.platform._standbys
