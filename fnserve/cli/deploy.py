@@ -289,7 +289,7 @@ def print_status(functions: list[dict[str, Any]]) -> None:
                 f["name"] if first else "",
                 v["version"],
                 f"{v['weight']}%",
-                f"{ready}/{v['desired']}",
+                f"{ready}/{v['desired']}" + (f" +{v['standby']} standby" if v.get("standby") else ""),
                 _num(f.get("requests_per_s")) if first else "",
                 _num(f.get("p99_ms")) if first else "",
                 cold_text if first else "",

@@ -159,3 +159,21 @@ def test_a_rollout_policy_is_read_checked_and_saved_at_deploy_time(fn: CliRunner
     assert run(fn, "deploy", "weighted", "--no-rollout").exit_code == 0
     assert saved(tmp_path)["weighted"]["policy"] is None
     assert "has no rollout policy" in run(fn, "rollout", "weighted").output
+
+
+def test_status_shows_standbys_and_the_last_cold_start_in_parts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from fnserve.cli.deploy import print_status
+
+    monkeypatch.setattr("fnserve.cli.deploy.out", Console(width=160))  # a terminal wide enough
+
+    cold = {"version": "1", "at": 0.0, "standby": True, "total_s": 0.322, "start_s": 0.004, "import_s": 0.0}
+    cold |= {"load_s": 0.164, "warm_up_s": 0.133, "ready_s": 0.003}
+    version = {"version": "1", "weight": 100, "ready": 0, "desired": 0, "standby": 1}
+    print_status([{"name": "recs", "versions": [version], "last_cold_start": cold, "events": []}])
+    shown = capsys.readouterr().out
+    assert "0/0 +1 standby" in shown
+    assert "recs cold start 0.32s (standby): load 0.16s, warm_up 0.13s\n" in shown  # < 5 ms left out
