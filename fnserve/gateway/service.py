@@ -71,7 +71,7 @@ class Gateway:
         self._changes = 0  # admin changes made; a state read that overlapped one is stale
         self._loop_task: asyncio.Task[None] | None = None
         self.shadow = Shadow(self)
-        self._retiring: set[asyncio.Task[None]] = set()  # removed versions closing their connections
+        self._retiring: dict[asyncio.Task[None], VersionRoute] = {}  # removed versions, closing
         self.releaser = Releaser(self, checkpoints)
         # [train] schedule on targets whose platform trains (local, docker); None on k8s (CronJobs)
         self.training = scheduler_for(
@@ -112,13 +112,17 @@ class Gateway:
         if self.training is not None:
             await self.training.stop()  # runs going are stopped, and recorded failed
         await self.shadow.close()
-        for task in list(self._retiring):
+        for task, retired in list(self._retiring.items()):
             task.cancel()
+            retired.balancer.close()  # here: a task cancelled before its first step runs no finally
+        wakers = []
         for route in self.functions.values():
             for version in route.versions.values():
                 if version.waker is not None:
                     version.waker.cancel()
+                    wakers.append(version.waker)
                 version.balancer.close()
+        await asyncio.gather(*wakers, return_exceptions=True)  # each closes the pool it polls with
         close = getattr(self.platform, "close", None)
         if callable(close):
             await self.call(close)
@@ -158,8 +162,8 @@ class Gateway:
 
         with contextlib.suppress(RuntimeError):  # no running loop: nothing is in flight either
             task = asyncio.get_running_loop().create_task(close_when_idle())
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retiring[task] = version
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     async def apply(self, deployment: FunctionDeployment) -> FunctionRoute:
         """Save a changed deployment, route by it at once, and bring its replicas in line."""

@@ -174,6 +174,7 @@ class Pool:
         self.authority = f"{host}:{port}".encode()
         self.connect_timeout_s, self.timeout_s = connect_timeout_s, timeout_s
         self.idle: list[_Connection] = []
+        self.closed = False  # closed with requests in flight: their connections close when answered
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -213,7 +214,7 @@ class Pool:
         except BaseException:  # error, timeout or cancellation: the connection's state is unknown
             conn.abort()
             raise
-        if conn.keep_alive and not conn.closed:
+        if conn.keep_alive and not conn.closed and not self.closed:
             conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
@@ -221,6 +222,8 @@ class Pool:
         return result
 
     def close(self) -> None:
+        """Close the idle connections now and each busy one when its answer is in."""
+        self.closed = True
         for conn in self.idle:
             conn.abort()
         self.idle.clear()

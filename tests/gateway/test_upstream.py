@@ -181,3 +181,16 @@ async def test_a_slow_replica_times_out() -> None:
     async with scripted(lambda _: [b"HTTP/1.1 200 OK\r\n"]) as (port, _):
         with pytest.raises(TimeoutError):
             await Pool("127.0.0.1", port, timeout_s=0.2).request(b"GET", b"/", [], b"")
+
+
+@aio
+async def test_a_pool_closed_mid_request_closes_that_connection_once_answered() -> None:
+    async with scripted(lambda _: ok(b"1")) as (port, _):
+        pool = Pool("127.0.0.1", port)
+        going = asyncio.get_running_loop().create_task(pool.request(b"GET", b"/", [], b""))
+        await asyncio.sleep(0)  # on its way: its connection is busy, not idle
+        pool.close()  # a version removed while one of its requests is in flight
+        assert (await going)[0] == 200
+        assert not pool.idle  # not kept: nothing would close it later (ResourceWarning at collection)
+        assert (await pool.request(b"GET", b"/", [], b""))[0] == 200  # a late request still works
+        assert not pool.idle
