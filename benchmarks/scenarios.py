@@ -61,11 +61,23 @@ class Request:
 
 
 def checkpoint(function: str) -> Path:
-    """The newest published version of a function's SavedModel (what `fn serve` loads)."""
+    """The newest published version of a function: what `fn serve` loads, and what the peers and
+    the limits load beside it. It must be a trained SavedModel: a variant made by `fn optimize` or
+    `fn precompute` (a LiteRT flatbuffer, a table) is refused, naming it, not compared with peers
+    that load something else (benchmarks/optimize.py and precompute.py measure those)."""
     versions = [p for p in (STORE / function).glob("*") if (p / "fnserve-manifest.json").exists()]
     if not versions:
         raise SystemExit(f"no published checkpoint for {function!r}: run `.venv/bin/fn train --missing`")
-    return max(versions, key=lambda p: int(p.name))
+    newest = max(versions, key=lambda p: int(p.name))
+    lineage = json.loads((newest / "fnserve-manifest.json").read_text()).get("metadata", {}).get("lineage")
+    if lineage or not (newest / "saved_model.pb").exists():
+        made = f" ({lineage['technique']} of version {lineage['base_version']})" if lineage else ""
+        raise SystemExit(
+            f"{function} version {newest.name} is a variant{made}, not a trained SavedModel: `fn serve` "
+            f"would serve it while the peers load a SavedModel. Publish a trained version on top "
+            f"(`.venv/bin/fn train {function}`) or point fn.toml's store elsewhere, then run again."
+        )
+    return newest
 
 
 def recs_rows(n: int, seed: int) -> list[dict[str, object]]:
