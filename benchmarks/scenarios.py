@@ -68,14 +68,18 @@ def checkpoint(function: str) -> Path:
     versions = [p for p in (STORE / function).glob("*") if (p / "fnserve-manifest.json").exists()]
     if not versions:
         raise SystemExit(f"no published checkpoint for {function!r}: run `.venv/bin/fn train --missing`")
+    from fnserve.cli.serve import version_line
+    from fnserve.runtime.manifest import Manifest
+
     newest = max(versions, key=lambda p: int(p.name))
-    lineage = json.loads((newest / "fnserve-manifest.json").read_text()).get("metadata", {}).get("lineage")
-    if lineage or not (newest / "saved_model.pb").exists():
-        made = f" ({lineage['technique']} of version {lineage['base_version']})" if lineage else ""
+    manifest_path = newest / "fnserve-manifest.json"
+    manifest = Manifest.parse(manifest_path.read_bytes(), where=str(manifest_path))
+    if manifest.metadata.get("lineage") or not (newest / "saved_model.pb").exists():
         raise SystemExit(
-            f"{function} version {newest.name} is a variant{made}, not a trained SavedModel: `fn serve` "
-            f"would serve it while the peers load a SavedModel. Publish a trained version on top "
-            f"(`.venv/bin/fn train {function}`) or point fn.toml's store elsewhere, then run again."
+            f"{function} {version_line(manifest.version, manifest.metadata)} is not a trained "
+            f"SavedModel: `fn serve` would serve it while the peers load a SavedModel. Publish a "
+            f"trained version on top (`.venv/bin/fn train {function}`) or point fn.toml's store "
+            f"elsewhere, then run again."
         )
     return newest
 
