@@ -13,7 +13,7 @@ import base64
 import binascii
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -105,6 +105,67 @@ def parse_query(
     return instance
 
 
+class UncheckedQuery:
+    """:func:`parse_query`'s instance without its checks, compiled once for a schema: the values
+    in the schema's order and the names of the inputs filled with their defaults, or None for a
+    query that parse_query would refuse or must check (a parameter that is unknown, repeated,
+    an image or a tensor, or not text of its kind; a required input left out).
+
+    For a caller that knows the answer is valid otherwise: a lookup-table hit, whose rows were
+    checked when the table was read. The values are parse_query's (its checks return a valid
+    scalar unchanged), so the table key and the ETag are too.
+
+    >>> from fnserve.runtime.schema import InputField
+    >>> parse = UncheckedQuery((InputField("n", "int", True), InputField("f", "float", False, 0.5)))
+    >>> parse(b"n=3"), parse(b"f=1.5&n=%33")
+    (([3, 0.5], ['f']), ([3, 1.5], []))
+    >>> parse(b"n=3&n=4") is None, parse(b"f=1") is None, parse(b"n=x") is None, parse(b"n=%FF") is None
+    (True, True, True, True)
+    """
+
+    __slots__ = ("at", "defaults", "names", "parsers", "required")
+
+    def __init__(self, fields: Sequence[InputField]):
+        self.names = tuple(f.name for f in fields)
+        self.at = {f.name: i for i, f in enumerate(fields) if f.kind not in ("image", "tensor")}
+        self.parsers = tuple(TEXT_PARSERS.get(f.kind) for f in fields)
+        self.defaults = tuple(f.default for f in fields)
+        self.required = tuple(f.required for f in fields)
+
+    def __call__(self, query_string: bytes) -> tuple[list[Any], list[str]] | None:
+        text = query_string.decode("latin-1")
+        if "%" in text or "+" in text or not text.isascii():
+            try:
+                parts = [(name, "=", value) for name, value in query_items(query_string)]
+            except BadRequest:
+                return None
+        else:  # query_items' common case, split here: this is the hot path of a table hit
+            parts = [part.partition("=") for part in text.split("&")]
+        at, parsers = self.at, self.parsers
+        values = list(self.defaults)
+        given = [False] * len(values)
+        for name, sep, value in parts:
+            if not name and not sep:
+                continue  # an empty parameter (a=1&&b=2): query_items skips it too
+            i = at.get(name)
+            if i is None or given[i]:
+                return None
+            given[i] = True
+            parse = parsers[i]
+            if parse is None:
+                values[i] = value
+            else:
+                try:
+                    values[i] = parse(value)
+                except ValueError:
+                    return None
+        if all(given):
+            return values, []
+        if any(r and not g for r, g in zip(self.required, given, strict=True)):
+            return None
+        return values, [name for name, g in zip(self.names, given, strict=True) if not g]
+
+
 def _query_problems(
     schema: Schema, items: Sequence[tuple[str, str]], values: Mapping[str, Any] | None
 ) -> ValidationError:
@@ -135,22 +196,28 @@ def _query_problems(
     return problems.error()
 
 
+def _bool_text(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+# A scalar's query text to its value (ValueError for text that is not one); str and category
+# are the text itself.
+TEXT_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": _bool_text}
+
+
 def from_text(field: InputField, text: str) -> Any:
     """Query values are text: turn them into the JSON-like value the field expects."""
-    if field.kind == "int":
+    parse = TEXT_PARSERS.get(field.kind)
+    if parse is not None:
         try:
-            return int(text)
+            return parse(text)
         except ValueError:
-            raise ValidationError.at(field.name, rules.expected("int", repr(text))) from None
-    if field.kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValidationError.at(field.name, rules.expected("float", repr(text))) from None
-    if field.kind == "bool":
-        if text.lower() in _TRUE | _FALSE:
-            return text.lower() in _TRUE
-        raise ValidationError.at(field.name, rules.expected("bool", repr(text)))
+            raise ValidationError.at(field.name, rules.expected(field.kind, repr(text))) from None
     if field.kind == "tensor":
         parts = text.strip("[]").split(",") if text.strip("[]") else []
         try:

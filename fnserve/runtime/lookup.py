@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter
 
+from fnserve.runtime import codec
 from fnserve.runtime.cache import CacheConfig, ResultCache
 from fnserve.runtime.codec import Columns, Inputs, Rows
 from fnserve.runtime.errors import FnError, ModelError, NotFound
 from fnserve.runtime.function import LoadedModel, ServedFunction
 from fnserve.runtime.loader import FoundFunction
-from fnserve.runtime.metrics import Metrics
+from fnserve.runtime.metrics import LoopCount, LoopCounter, Metrics
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.table import TABLE_FILE, Canonical, Key, LookupTable, TableConfig, merge
 
@@ -47,6 +47,25 @@ class Found:
     outputs: Outputs | None
 
 
+@dataclass(slots=True)
+class QueryHit:
+    """A GET whose query is a row of the loaded version's table (:meth:`Shortcuts.query_hit`):
+    its values in the schema's order as :func:`codec.parse_query` makes them, the inputs filled
+    with their defaults, and the row, answered by the table (:meth:`Shortcuts.count_hit` counts it)."""
+
+    values: list[Any]
+    defaulted: list[str]
+    version: int | None
+    table: LookupTable
+    row: int
+    names: tuple[str, ...]
+
+    def rows(self) -> Rows:
+        """The instance, as any other GET hands it on (built only when asked: for capture)."""
+        instance = dict(zip(self.names, self.values, strict=True))
+        return Rows([instance], dict.fromkeys(self.defaulted, 1))
+
+
 class Shortcuts:
     """One function's lookup tables (by version) and result cache."""
 
@@ -54,6 +73,7 @@ class Shortcuts:
         self.name = found.spec.name
         self.fields = found.schema.inputs
         self.canonical = Canonical(self.fields)
+        self.unchecked = codec.UncheckedQuery(self.fields)
         self.schema = found.schema
         self.strict = TableConfig.of_function(found.path).strict  # ConfigError at start, naming the key
         max_bytes = CacheConfig.of_function(found.path).max_bytes
@@ -61,7 +81,8 @@ class Shortcuts:
         self._cache_version: int | None = None
         self.tables: dict[int | None, LookupTable] = {}  # replaced whole: read on the loop meanwhile
         self.metrics = metrics
-        self._counters: dict[tuple[Counter, int | None], Counter] = {}
+        self._counters: dict[tuple[LoopCounter, int | None], LoopCount] = {}
+        self._hit_counts: dict[int | None, tuple[LoopCount, LoopCount]] = {}
 
     @property
     def active(self) -> bool:
@@ -83,6 +104,40 @@ class Shortcuts:
                     "%s: version %s answers %d rows from its table", self.name, loaded.version, table.rows
                 )
         self.tables = kept
+
+    def query_hit(self, fn: ServedFunction, query_string: bytes) -> QueryHit | None:
+        """A GET's query string straight to its row of the loaded version's table, or None (not a row
+        of a checked table, or a query :func:`codec.parse_query` would refuse): then the query
+        is parsed and checked as any other. A hit skips the checks, not their outcome: every
+        row of a checked table passes them, and the values are the ones parse_query makes.
+        """
+        loaded = fn.loaded
+        version = loaded.version if loaded is not None else None
+        table = self.tables.get(version)
+        if table is None or not table.checked:
+            return None
+        parsed = self.unchecked(query_string)
+        if parsed is None:
+            return None
+        values, defaulted = parsed
+        key = tuple(values)  # the parsed text's types are the key's; a default's may not be (5, 5.0)
+        if defaulted and tuple(map(type, key)) != self.canonical.types:
+            key = self.canonical.row_key(dict(zip(self.canonical.names, values, strict=True)))
+        row = table.index.get(key)
+        if row is None:
+            return None
+        return QueryHit(values, defaulted, version, table, row, self.canonical.names)
+
+    def count_hit(self, hit: QueryHit) -> None:
+        """Count a :class:`QueryHit` answered: a table hit and an answered instance."""
+        counts = self._hit_counts.get(hit.version)
+        if counts is None:
+            counts = self._hit_counts[hit.version] = (
+                self.metrics.table_hits.labels(self.name, str(hit.version or 0)),
+                self.metrics.instances.labels(self.name, str(hit.version or 0)),
+            )
+        counts[0].inc()
+        counts[1].inc()
 
     def lookup(self, fn: ServedFunction, columns: Inputs, n: int, pinned: int | None = None) -> Found | None:
         """Look every row up, on the loop (no await: nothing is swapped in meanwhile); None when
@@ -182,7 +237,7 @@ class Shortcuts:
             cache.put(answer.version, key, answer.slice(j, j + 1))
         self.metrics.cache_bytes.labels(self.name).set(cache.bytes)
 
-    def _count(self, counter: Counter, version: int | None, n: int) -> None:
+    def _count(self, counter: LoopCounter, version: int | None, n: int) -> None:
         child = self._counters.get((counter, version))
         if child is None:
             child = self._counters[(counter, version)] = counter.labels(self.name, str(version or 0))

@@ -27,6 +27,7 @@ Inference Protocol or TF Serving's REST API delivered them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fnserve.runtime.codec import Inputs, Rows
+from fnserve.runtime.columns import check as check_column
 from fnserve.runtime.config import function_section
-from fnserve.runtime.errors import ConfigError, FnError, ModelError
+from fnserve.runtime.errors import ConfigError, FnError, ModelError, ValidationError
 from fnserve.runtime.outputs import Outputs, _jsonable
 from fnserve.runtime.schema import InputField, Schema
+
+log = logging.getLogger("fnserve.table")
 
 TABLE_FILE = "fnserve-table.parquet"
 METADATA_KEY = b"fnserve.table"
@@ -207,6 +211,12 @@ class LookupTable:
     index: dict[Key, int]
     form: str  # "value": one output per instance; "named": a dict of output columns
     outputs: dict[str, Any]  # output key -> a numpy array (rows first) or a list of JSON values
+    # Every row passes the serving function's input checks (one written before a bound was
+    # tightened may not): only then may a hit skip them (Shortcuts.query_hit).
+    checked: bool = False
+    # Rows' JSON answer bodies, each encoded the first time a GET asks for it (at most one per
+    # row: a share of the table's own size). Filled on the event loop only.
+    bodies: dict[int, bytes] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def rows(self) -> int:
@@ -264,7 +274,18 @@ class LookupTable:
         index: dict[Key, int] = {}
         for row, key in enumerate(keys):
             index.setdefault(key, row)  # a repeated row: its first answer
-        return cls(version, index, metadata["form"], outputs)
+        return cls(version, index, metadata["form"], outputs, _rows_pass(schema, inputs, where))
+
+
+def _rows_pass(schema: Schema, inputs: Mapping[str, np.ndarray], where: str) -> bool:
+    """Whether every row of the table passes the function's input checks as they are now."""
+    try:
+        for field in schema.inputs:
+            check_column(field, inputs[field.name])
+    except ValidationError as exc:
+        log.warning("%s: rows the function's checks now refuse (%s); each hit is checked", where, exc.message)
+        return False
+    return True
 
 
 def _decode_output(chunked: pa.ChunkedArray, spec: Mapping[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from fnserve.runtime.dashboard.series import version_label
 from fnserve.runtime.errors import FnError
 from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import error_response, json_response
+from fnserve.runtime.lookup import QueryHit
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.redact import scrub
 from fnserve.runtime.service import Runtime
@@ -27,6 +28,8 @@ log = logging.getLogger("fnserve.app")
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection": counted, never sent
+ANSWERED_BY = "answered_by"  # request.state's: the version whose model answered the prediction
+_NOT_YET: Any = object()
 
 
 class ClientGone(FnError):
@@ -71,10 +74,8 @@ class observed:
         self.runtime.metrics.observe_request(self.function, status, seconds)
         # Under the version that computed the answer (predict() notes it); a request that failed
         # before any model answered counts under the version in memory.
-        state = self.request.state
-        if hasattr(state, "answered_by"):
-            answered: int | None = state.answered_by
-        else:
+        answered: int | None = self.request.scope.get("state", {}).get(ANSWERED_BY, _NOT_YET)
+        if answered is _NOT_YET:
             loaded = self.runtime.functions[self.function].loaded
             answered = loaded.version if loaded is not None else None
         self.runtime.recent.request(self.function, version_label(answered), seconds, status)
@@ -92,12 +93,36 @@ async def predict(
         outputs = found.outputs  # every row from memory: nothing to wait for, nothing to cancel
     else:
         outputs = await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned, found))
-    request.state.answered_by = outputs.version  # for observed: the dashboard's per-version figures
+    answered(request, runtime, fn, outputs, started, lambda: columns)
+    return outputs
+
+
+def from_table(request: Request, runtime: Runtime, fn: ServedFunction, hit: QueryHit) -> None:
+    """A GET's :class:`QueryHit` answered, as :func:`predict` answers a row its table holds:
+    counted, noted and captured (the caller encodes the row's answer)."""
+    started = time.perf_counter()
+    runtime.shortcuts[fn.name].count_hit(hit)
+    request.scope.setdefault("state", {})[ANSWERED_BY] = hit.version
+    if runtime.capture.enabled:
+        outputs = hit.table.row(hit.row)
+        latency_s = time.perf_counter() - started
+        runtime.capture.record(fn.name, hit.rows(), 1, outputs, request.state.request_id, latency_s)
+
+
+def answered(
+    request: Request,
+    runtime: Runtime,
+    fn: ServedFunction,
+    outputs: Outputs,
+    started: float,
+    columns: Callable[[], Inputs],
+) -> None:
+    """Note who answered a prediction and capture a share (``columns``: its rows, built if so)."""
+    request.scope.setdefault("state", {})[ANSWERED_BY] = outputs.version  # for observed
     capture = runtime.capture
     if capture.enabled:
         latency_s = time.perf_counter() - started
-        capture.record(fn.name, columns, n, outputs, request.state.request_id, latency_s)
-    return outputs
+        capture.record(fn.name, columns(), outputs.n, outputs, request.state.request_id, latency_s)
 
 
 WATCH_AFTER_S = 0.05  # answers faster than this never pay for a disconnect watcher

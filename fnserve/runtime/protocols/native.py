@@ -35,14 +35,16 @@ from fnserve.runtime.function import ServedFunction
 from fnserve.runtime.http import (
     ARROW_STREAM_TYPE,
     JSON_TYPE,
-    json_response,
+    PreparedResponse,
     media_type,
     parse_json,
+    raw_headers,
     read_body,
 )
+from fnserve.runtime.lookup import QueryHit
 from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.protocols import arrow
-from fnserve.runtime.protocols.common import endpoint, observed, predict, version_header
+from fnserve.runtime.protocols.common import endpoint, from_table, observed, predict
 from fnserve.runtime.schema import Schema
 from fnserve.runtime.service import Runtime
 
@@ -55,35 +57,79 @@ def routes(runtime: Runtime) -> list[Route]:
     async def invoke(request: Request) -> Response:
         fn, current, pinned = runtime.resolve(request.path_params["target"])
         with observed(runtime, fn.name, request):
+            headers = raw_headers(request.scope)
             if request.method == "GET":
-                filled: list[str] = []
-                items = codec.query_items(request.scope["query_string"])
-                instance = codec.parse_query(fn.schema, items, defaulted=filled)
-                as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=False)
-                cache = cache_headers(fn, current, instance, as_arrow)
-                if "ETag" in cache and etag_matches(request.headers.get("if-none-match"), cache["ETag"]):
-                    return Response(status_code=304, headers={**(version_header(current) or {}), **cache})
-                outputs = await predict(
-                    request, runtime, fn, codec.Rows([instance], dict.fromkeys(filled, 1)), 1, pinned
-                )
+                query = request.scope["query_string"]
+                hit = runtime.shortcuts[fn.name].query_hit(fn, query)  # a table's row: checked already
+                if hit is not None:
+                    values = hit.values
+                else:
+                    filled: list[str] = []
+                    instance = codec.parse_query(fn.schema, codec.query_items(query), defaulted=filled)
+                    values = list(instance.values())
+                as_arrow = arrow.accepts_arrow(headers.get(b"accept", b"").decode("latin-1"), default=False)
+                tag, cache = cache_headers(fn, current, values, as_arrow)
+                if tag is not None and etag_matches(headers.get(b"if-none-match"), tag):
+                    return PreparedResponse(b"", [*version_headers(current), *cache], 304)
+                if hit is not None:  # answered now, by the version in memory now
+                    from_table(request, runtime, fn, hit)
+                    return table_answer(hit, as_arrow, [*version_headers(hit.version), *cache])
+                rows = codec.Rows([instance], dict.fromkeys(filled, 1))
+                outputs = await predict(request, runtime, fn, rows, 1, pinned)
                 if outputs.version != current:  # swapped in while it queued: tag what answered
-                    cache = cache_headers(fn, outputs.version, instance, as_arrow)
+                    tag, cache = cache_headers(fn, outputs.version, values, as_arrow)
             else:
                 batch, n, was_arrow = await columns_from_body(request, fn, runtime.settings.max_body_bytes)
-                as_arrow = arrow.accepts_arrow(request.headers.get("accept", ""), default=was_arrow)
+                accept = headers.get(b"accept", b"").decode("latin-1")
+                as_arrow = arrow.accepts_arrow(accept, default=was_arrow)
                 outputs = await predict(request, runtime, fn, batch, n, pinned)
-                cache = {}
-            headers = version_header(outputs.version) or {}
-            headers.update(cache)
-            return answer(outputs, as_arrow, headers)
+                cache = []
+            return answer(outputs, as_arrow, [*version_headers(outputs.version), *cache])
 
     return [Route("/function/{target}", endpoint(invoke), methods=["GET", "POST"])]
 
 
-def answer(outputs: Outputs, as_arrow: bool, headers: dict[str, str]) -> Response:
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def answer(outputs: Outputs, as_arrow: bool, headers: RawHeaders) -> Response:
     if as_arrow:
-        return arrow.response(outputs, headers)
-    return json_response({"predictions": outputs.jsonable()}, headers=headers)
+        body, kind = arrow.encode(outputs), _ARROW
+    else:
+        body, kind = json_body(outputs), _JSON
+    return prepared(body, kind, headers)
+
+
+def prepared(body: bytes, kind: bytes, headers: RawHeaders) -> Response:
+    return PreparedResponse(body, [(b"content-length", b"%d" % len(body)), (b"content-type", kind), *headers])
+
+
+def json_body(outputs: Outputs) -> bytes:
+    return orjson.dumps({"predictions": outputs.jsonable()}, option=_NUMPY)
+
+
+def table_answer(hit: QueryHit, as_arrow: bool, headers: RawHeaders) -> Response:
+    """A table row's answer, as :func:`answer` gives it; its JSON body encoded once per row."""
+    table = hit.table
+    if as_arrow:
+        return answer(table.row(hit.row), True, headers)
+    body = table.bodies.get(hit.row)
+    if body is None:
+        body = table.bodies[hit.row] = json_body(table.row(hit.row))
+    return PreparedResponse(
+        body, [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON), *headers]
+    )
+
+
+_JSON = JSON_TYPE.encode()
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_ARROW = ARROW_STREAM_TYPE.encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def version_headers(version: int | None) -> RawHeaders:
+    """:func:`version_header` as raw ASGI headers (never changed by a caller: the list is shared)."""
+    return [(b"x-model-version", str(version).encode())] if version is not None else []
 
 
 async def columns_from_body(
@@ -135,27 +181,44 @@ def json_instances(fn: ServedFunction, payload: dict[str, Any]) -> tuple[dict[st
 
 
 def cache_headers(
-    fn: ServedFunction, version: int | None, instance: dict[str, Any], as_arrow: bool
-) -> dict[str, str]:
-    """``ETag``/``Cache-Control`` for a GET prediction: the same inputs, function code and model
-    version give the same answer, so the tag is a digest of exactly those (and the format)."""
-    max_age = fn.spec.cache_max_age_s
+    fn: ServedFunction, version: int | None, values: list[Any], as_arrow: bool
+) -> tuple[str | None, RawHeaders]:
+    """The ``ETag`` of a GET prediction and its ``ETag``/``Cache-Control``/``Vary`` headers: the
+    same inputs (``values``: the instance's, in the schema's order), function code and model
+    version give the same answer, so the tag is a digest of exactly those (and the format). No
+    tag for a function whose answers are not cached."""
+    base = _tag_base(fn.name, fn.found.path, version, as_arrow, fn.spec.cache_max_age_s)
+    if base is None:
+        return None, _NO_STORE
+    digest, prefix, headers = base
+    digest = digest.copy()
+    digest.update(orjson.dumps(values, option=_NUMPY))
+    tag = f'{prefix}{digest.hexdigest()}"'
+    return tag, [(b"etag", tag.encode()), *headers]
+
+
+_NO_STORE: RawHeaders = [(b"cache-control", b"no-store")]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_base(
+    name: str, path: Path, version: int | None, as_arrow: bool, max_age: int | None
+) -> tuple[Any, str, RawHeaders] | None:
+    """What every tag of one function, version and format shares: the digest of them so far,
+    the tag's start and the headers beside it. Worked out once, not for every GET."""
     if max_age is None:
-        return {"Cache-Control": "no-store"}
+        return None
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{fn.name}\0{_source_digest(fn.found.path)}\0{version}\0{as_arrow}\0".encode())
-    digest.update(orjson.dumps(instance, option=orjson.OPT_SERIALIZE_NUMPY))
-    return {
-        "ETag": f'W/"{version or 0}-{digest.hexdigest()}"',
-        "Cache-Control": f"public, max-age={max_age}",
-        "Vary": "Accept",
-    }
+    digest.update(f"{name}\0{_source_digest(path)}\0{version}\0{as_arrow}\0".encode())
+    headers = [(b"cache-control", f"public, max-age={max_age}".encode()), (b"vary", b"Accept")]
+    return digest, f'W/"{version or 0}-', headers
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(header: bytes | None, etag: str) -> bool:
     """RFC 9110 weak comparison of ``If-None-Match`` (a list of tags, or ``*``) with ``etag``."""
-    if not if_none_match:
+    if not header:
         return False
+    if_none_match = header.decode("latin-1")
     if if_none_match.strip() == "*":
         return True
     ours = etag.removeprefix("W/")
