@@ -115,7 +115,8 @@ def table_answer(hit: QueryHit, as_arrow: bool, headers: RawHeaders) -> Response
         return answer(table.row(hit.row), True, headers)
     body = table.bodies.get(hit.row)
     if body is None:
-        body = table.bodies[hit.row] = json_body(table.row(hit.row))
+        # A copy of its own size: orjson's bytes keep the ~4 KB buffer they were written in.
+        body = table.bodies[hit.row] = bytes(memoryview(json_body(table.row(hit.row))))
     return PreparedResponse(
         body, [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON), *headers]
     )
