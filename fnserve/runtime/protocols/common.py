@@ -93,7 +93,11 @@ async def predict(
         outputs = found.outputs  # every row from memory: nothing to wait for, nothing to cancel
     else:
         outputs = await cancel_on_disconnect(request, runtime.predict(fn, columns, n, pinned, found))
-    answered(request, runtime, fn, outputs, started, lambda: columns)
+    request.scope.setdefault("state", {})[ANSWERED_BY] = outputs.version  # for observed
+    capture = runtime.capture
+    if capture.enabled:
+        latency_s = time.perf_counter() - started
+        capture.record(fn.name, columns, n, outputs, request.state.request_id, latency_s)
     return outputs
 
 
@@ -107,22 +111,6 @@ def from_table(request: Request, runtime: Runtime, fn: ServedFunction, hit: Quer
         outputs = hit.table.row(hit.row)
         latency_s = time.perf_counter() - started
         runtime.capture.record(fn.name, hit.rows(), 1, outputs, request.state.request_id, latency_s)
-
-
-def answered(
-    request: Request,
-    runtime: Runtime,
-    fn: ServedFunction,
-    outputs: Outputs,
-    started: float,
-    columns: Callable[[], Inputs],
-) -> None:
-    """Note who answered a prediction and capture a share (``columns``: its rows, built if so)."""
-    request.scope.setdefault("state", {})[ANSWERED_BY] = outputs.version  # for observed
-    capture = runtime.capture
-    if capture.enabled:
-        latency_s = time.perf_counter() - started
-        capture.record(fn.name, columns(), outputs.n, outputs, request.state.request_id, latency_s)
 
 
 WATCH_AFTER_S = 0.05  # answers faster than this never pay for a disconnect watcher
