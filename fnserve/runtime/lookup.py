@@ -105,14 +105,13 @@ class Shortcuts:
                 )
         self.tables = kept
 
-    def query_hit(self, fn: ServedFunction, query_string: bytes) -> QueryHit | None:
-        """A GET's query string straight to its row of the loaded version's table, or None (not a row
-        of a checked table, or a query :func:`codec.parse_query` would refuse): then the query
-        is parsed and checked as any other. A hit skips the checks, not their outcome: every
-        row of a checked table passes them, and the values are the ones parse_query makes.
+    def query_hit(self, version: int | None, query_string: bytes) -> QueryHit | None:
+        """A GET's query string straight to its row of the table of ``version`` (the one in
+        memory, as the runtime just resolved it), or None (not a row of a checked table, or a
+        query :func:`codec.parse_query` would refuse): then the query is parsed and checked as
+        any other. A hit skips the checks, not their outcome: every row of a checked table
+        passes them, and the values are the ones parse_query makes.
         """
-        loaded = fn.loaded
-        version = loaded.version if loaded is not None else None
         table = self.tables.get(version)
         if table is None or not table.checked:
             return None

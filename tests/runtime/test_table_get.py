@@ -75,8 +75,8 @@ def test_a_table_hit_is_answered_as_the_checked_path_answers_it(
     quick_hits: list[Any] = []
     query_hit = Shortcuts.query_hit
 
-    def spy(self: Shortcuts, fn: Any, query: bytes) -> Any:
-        quick_hits.append(query_hit(self, fn, query))
+    def spy(self: Shortcuts, version: int | None, query: bytes) -> Any:
+        quick_hits.append(query_hit(self, version, query))
         return quick_hits[-1]
 
     with monkeypatch.context() as spied:
@@ -88,7 +88,7 @@ def test_a_table_hit_is_answered_as_the_checked_path_answers_it(
     misses = 2 * 2  # the one query of a row not in the table, JSON and Arrow, unpinned and pinned
     assert metric(text, "fnserve_instances_total", function="tabled", version="2") == hits + misses
     with monkeypatch.context() as patched:
-        patched.setattr(Shortcuts, "query_hit", lambda self, fn, query: None)  # every GET checked
+        patched.setattr(Shortcuts, "query_hit", lambda self, version, query: None)  # every GET checked
         with serve(str(folder)) as client:
             checked = answers(client) + answers(client, "tabled@2")
             assert metric(client.get("/metrics").text, "fnserve_table_hits_total", function="tabled") == hits

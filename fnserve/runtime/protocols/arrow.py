@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from starlette.responses import Response
 
 from fnserve.runtime import columns, rules
 from fnserve.runtime.errors import BadRequest, ModelError, PayloadTooLarge, Problems, ValidationError
@@ -254,10 +253,6 @@ def encode(outputs: Outputs) -> bytes:
     named = output_columns(outputs)
     batch = pa.RecordBatch.from_arrays([to_arrow(column) for column in named.values()], names=list(named))
     return b"".join((batch.schema.serialize().to_pybytes(), batch.serialize().to_pybytes(), END_OF_STREAM))
-
-
-def response(outputs: Outputs, headers: dict[str, str] | None = None) -> Response:
-    return Response(encode(outputs), headers=headers, media_type=ARROW_STREAM_TYPE)
 
 
 def accepts_arrow(accept: str, default: bool) -> bool:

@@ -60,7 +60,7 @@ def routes(runtime: Runtime) -> list[Route]:
             headers = raw_headers(request.scope)
             if request.method == "GET":
                 query = request.scope["query_string"]
-                hit = runtime.shortcuts[fn.name].query_hit(fn, query)  # a table's row: checked already
+                hit = runtime.shortcuts[fn.name].query_hit(current, query)  # a table's row: checked already
                 if hit is not None:
                     values = hit.values
                 else:
@@ -117,9 +117,7 @@ def table_answer(hit: QueryHit, as_arrow: bool, headers: RawHeaders) -> Response
     if body is None:
         # A copy of its own size: orjson's bytes keep the ~4 KB buffer they were written in.
         body = table.bodies[hit.row] = bytes(memoryview(json_body(table.row(hit.row))))
-    return PreparedResponse(
-        body, [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON), *headers]
-    )
+    return prepared(body, _JSON, headers)
 
 
 _JSON = JSON_TYPE.encode()
