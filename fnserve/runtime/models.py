@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,9 @@ from typing import Any
 import numpy as np
 
 from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError, ModelError
+from fnserve.runtime.tf_direct import direct_call
+
+log = logging.getLogger("fnserve.models")
 
 DESCRIPTOR = "fnserve-model.json"  # says the format of the model in a version folder
 FORMATS = ("savedmodel", "litert", "frozen")
@@ -243,8 +247,14 @@ class SavedModel(Model):
             {name: _tf_info(spec) for name, spec in outputs.items()},
         )
         self._tf = tf
+        self._direct, why = direct_call(self._function, self._public)
+        if self._direct is None:
+            log.info("%s: its signature is called the public way (%s)", folder, why)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._direct(arrays) if self._direct is not None else self._public(arrays)
+
+    def _public(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._function(**{name: self._tf.constant(value) for name, value in arrays.items()})
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
@@ -362,16 +372,21 @@ class FrozenModel(Model):
         self._graph = wrapped  # keeps the imported graph alive
         self._tf = tf
         super().__init__(inputs, outputs)
+        self._direct, why = direct_call(self._function.get_concrete_function(), self._public, self._names)
+        if self._direct is None:
+            log.info("%s: the frozen graph is called the public way (%s)", path, why)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = [arrays[name] for name in self._names]
-        rows = len(values[0]) if values and values[0].ndim else 0
-        if self._jit and rows and all(v.ndim and len(v) == rows for v in values):
+        rows = len(arrays[self._names[0]]) if self._names and arrays[self._names[0]].ndim else 0
+        if self._jit and rows and all(v.ndim and len(v) == rows for v in arrays.values()):
             bucket = 1 << (rows - 1).bit_length()  # the next power of two: few shapes to compile
-            values = [np.concatenate([v, np.repeat(v[-1:], bucket - rows, axis=0)]) for v in values]
-            padded = self._function(*(self._tf.constant(v) for v in values))
-            return {name: _unpad(tensor.numpy(), rows, bucket) for name, tensor in padded.items()}
-        outputs = self._function(*(self._tf.constant(v) for v in values))
+            padded = {n: np.concatenate([v, np.repeat(v[-1:], bucket - rows, 0)]) for n, v in arrays.items()}
+            outputs = self._direct(padded) if self._direct is not None else self._public(padded)
+            return {name: _unpad(value, rows, bucket) for name, value in outputs.items()}
+        return self._direct(arrays) if self._direct is not None else self._public(arrays)
+
+    def _public(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._function(*(self._tf.constant(arrays[name]) for name in self._names))
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 

@@ -101,7 +101,13 @@ def publish_slow_load(store_root: str, work: Path, seconds: float) -> None:
 def test_readyz_names_what_a_load_is_doing_and_refuses_a_bad_wait(serve: Any, tmp_path: Path) -> None:
     publish_slow_load(f"file://{tmp_path}/store", tmp_path, 3.0)
     with serve("slow_load", wait_ready=False) as client:
-        said = until(lambda: (r := client.get("/readyz").json()).get("loading") and r, "a loading phase", 10)
+
+        def loading_the_model() -> Any:  # the fetch before it is named as well, for a few ms
+            said = client.get("/readyz").json()
+            doing = said.get("loading", {}).get("slow_load", "")
+            return said if doing.startswith("loading the model") else None
+
+        said = until(loading_the_model, "the model's load", 10)
         assert said["ready"] is False
         assert said["loading"]["slow_load"].startswith("loading the model of version 1 (for ")
         bad = client.get("/readyz", params={"wait_s": "soon"})
