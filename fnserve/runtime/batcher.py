@@ -5,8 +5,9 @@ job that fits runs in one call in a worker thread, and the loop then answers
 each job with its own slice. There is no fixed batch window:
 
 * a lone request is never held back: an idle model runs it at once, so at low traffic the
-  latency is the model's own. When it is truly alone (after one turn of the loop, no other
-  request is in the server and nothing is queued) and the model's measured call for its rows
+  latency is the model's own. When it is truly alone (no other request is in the server and
+  nothing is queued, before and after one turn of the loop; a request with others in the server
+  goes to the queue without that turn) and the model's measured call for its rows
   is short (``inline_max_s``, 1 ms by default), it runs on the event loop's own turn: no hand-off
   to the model thread and back, which would cost more than such a call saves the loop. Under
   concurrency the others are in the server, so batching is exactly as before;
@@ -162,7 +163,7 @@ class Batcher:
             raise NotReady("the function is shutting down; retry on another replica")
         self.admit(n, timeout_s)
         loop = self._loop = asyncio.get_running_loop()
-        if self._may_inline(n):
+        if self._may_inline(n) and self._alone():  # others in the server already: not alone, no turn
             await asyncio.sleep(0)  # requests that arrived with this one reach the server first
             if self._may_inline(n) and self._alone():
                 return self._call_inline(columns, n)

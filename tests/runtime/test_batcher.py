@@ -378,6 +378,30 @@ def test_a_call_that_is_not_lone_and_short_goes_to_the_model_thread(options: dic
     assert len(model.threads) == 6 and loop_thread not in model.threads
 
 
+def test_a_request_with_others_in_the_server_is_queued_without_waiting_a_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    turns = []
+    sleep = asyncio.sleep
+
+    async def counted(delay: float, result: Any = None) -> Any:
+        turns.append(delay)
+        return await sleep(delay, result)
+
+    alone = [True]
+
+    async def body(batcher: Batcher, model: Model) -> None:
+        for i in range(4):  # a known, short cost
+            await submit(batcher, instances(i), WAIT_S)
+        monkeypatch.setattr(asyncio, "sleep", counted)
+        await submit(batcher, instances(4), WAIT_S)  # alone: one turn, then on the loop
+        alone[0] = False
+        await submit(batcher, instances(5), WAIT_S)  # others are in: straight to the queue
+
+    run(body, Model(), inline_max_s=0.5, alone=lambda: alone[0])
+    assert turns == [0]
+
+
 def test_concurrent_requests_still_share_calls_with_the_lone_path_on() -> None:
     in_server = [0]
 
