@@ -3,9 +3,9 @@
 ``signature(**tensors)`` binds the keywords to the traced function's structured signature, checks
 each tensor against it, chooses between the inference function and a forward/backward pair (for a
 gradient tape), flattens the captured variables in, and packs the outputs back into a dict. For a
-batch-1 call of recs that Python is ~60% of the call (timed on one core: ~370 µs by the public
-call, ~150 µs by this one); only the last step, ``execute.execute`` of the inference function by
-name with its captures and the eager context's call attributes, runs the model.
+batch-1 call of recs that Python is ~60% of the call; only the last step, ``execute.execute`` of
+the inference function by name with its captures and the eager context's call attributes, runs the
+model.
 
 :class:`DirectCall` makes that last step alone, with what the other steps would compute worked out
 once at load time and checked against the function's own definition (names and dtypes of its
@@ -14,8 +14,10 @@ path would do something else: outside eager execution, under a gradient tape, in
 scope. ``direct_call`` returns None for a function it cannot call exactly this way (control
 captures, resource or variant outputs, an attribute this TensorFlow does not have), and the model
 is then called the public way: nothing here changes what a model answers, only what it costs.
-The private names used are those of TensorFlow 2.21, the version fnserve pins; a test calls recs,
-the tagger and a tiny model both ways and compares every output.
+The private names used are those of TensorFlow 2.21, the version fnserve pins. The tests call tiny
+models (numbers, strings, an echo, a frozen graph) both ways and compare every output;
+``benchmarks/model_call.py`` does the same for recs and the tagger, bit for bit, before it times
+them (recs at batch 1: 0.157 ms instead of 0.366 ms; at 1,024 rows 0.60x the public call's time).
 """
 
 from __future__ import annotations
