@@ -36,6 +36,7 @@ Public = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 class _Plan:
     """What the public call would work out on every call, worked out once."""
 
+    function: Any  # the ConcreteFunction: alive, its inference function stays registered by name
     name: str  # of the inference function, as the eager context knows it
     inputs: list[tuple[str, int]]  # (input name, its dtype's enum) in the function's argument order
     captures: list[Any]  # the captured tensors (variables' handles) that follow the inputs
@@ -115,4 +116,4 @@ def _plan(function: Any, positional: Sequence[str]) -> tuple[_Plan | None, str]:
     if not isinstance(order, dict):
         return None, "outputs that are not a dict"
     inputs = [(name, specs[name].dtype.as_datatype_enum) for name in names]
-    return _Plan(atomic.name.decode(), inputs, captures, list(order.items())), ""
+    return _Plan(function, atomic.name.decode(), inputs, captures, list(order.items())), ""

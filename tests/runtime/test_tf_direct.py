@@ -122,3 +122,19 @@ def test_a_function_it_cannot_call_exactly_is_called_the_public_way() -> None:
     assert found is None and "positional" in why
     found, why = direct_call(object(), lambda arrays: {})
     assert found is None and why.startswith("AttributeError")
+
+
+def test_the_direct_call_keeps_its_function_alive(scorer: Path) -> None:
+    import gc
+
+    loaded = tf.saved_model.load(str(scorer))
+    signature = loaded.signatures["serving_default"]
+    arrays = scorer_inputs(3)
+    expected = {k: v.numpy() for k, v in signature(**arrays).items()}
+    found, _ = direct_call(signature, lambda arrays: {})
+    assert found is not None
+    del loaded, signature
+    gc.collect()  # the function's name must still be registered with the eager context
+    got = found(arrays)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
