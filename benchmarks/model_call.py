@@ -37,6 +37,7 @@ import scenarios  # noqa: E402
 from peers.recs_model import RecsModel  # noqa: E402
 
 from fnserve import load_model  # noqa: E402
+from fnserve.runtime.tf_direct import DirectCall  # noqa: E402
 
 WORK = scenarios.ROOT / ".bench"
 
@@ -78,14 +79,14 @@ def main() -> None:
     measured: dict[str, dict[str, list[float]]] = {}
     found = cases()
     for case, (model, arrays) in found.items():
-        if model._direct is None:
+        if not isinstance(model._call, DirectCall):
             raise SystemExit(f"{case}: fnserve calls this model the public way; nothing to compare")
-        direct, public = model._direct(arrays), model._public(arrays)
+        direct, public = model._call(arrays), model._public(arrays)
         if set(direct) != set(public) or any(not np.array_equal(direct[k], public[k]) for k in direct):
             raise SystemExit(f"{case}: the direct call's outputs differ from the public call's")
     for round_ in range(args.rounds):
         for case, (model, arrays) in found.items():
-            ways = [("public", model._public), ("direct", model._direct)]
+            ways = [("public", model._public), ("direct", model._call)]
             for name, way in ways if round_ % 2 == 0 else ways[::-1]:
                 p50 = window(lambda way=way, arrays=arrays: way(arrays), args.seconds)
                 measured.setdefault(case, {}).setdefault(name, []).append(p50)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,9 +34,7 @@ from typing import Any
 import numpy as np
 
 from fnserve.runtime.errors import CheckpointCorrupt, CheckpointError, ModelError
-from fnserve.runtime.tf_direct import direct_call
-
-log = logging.getLogger("fnserve.models")
+from fnserve.runtime.tf_direct import fastest_call
 
 DESCRIPTOR = "fnserve-model.json"  # says the format of the model in a version folder
 FORMATS = ("savedmodel", "litert", "frozen")
@@ -247,12 +244,10 @@ class SavedModel(Model):
             {name: _tf_info(spec) for name, spec in outputs.items()},
         )
         self._tf = tf
-        self._direct, why = direct_call(self._function, self._public)
-        if self._direct is None:
-            log.info("%s: its signature is called the public way (%s)", folder, why)
+        self._call = fastest_call(self._function, self._public, folder)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._direct(arrays) if self._direct is not None else self._public(arrays)
+        return self._call(arrays)
 
     def _public(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._function(**{name: self._tf.constant(value) for name, value in arrays.items()})
@@ -372,18 +367,15 @@ class FrozenModel(Model):
         self._graph = wrapped  # keeps the imported graph alive
         self._tf = tf
         super().__init__(inputs, outputs)
-        self._direct, why = direct_call(self._function.get_concrete_function(), self._public, self._names)
-        if self._direct is None:
-            log.info("%s: the frozen graph is called the public way (%s)", path, why)
+        self._call = fastest_call(self._function.get_concrete_function(), self._public, path, self._names)
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = len(arrays[self._names[0]]) if self._names and arrays[self._names[0]].ndim else 0
         if self._jit and rows and all(v.ndim and len(v) == rows for v in arrays.values()):
             bucket = 1 << (rows - 1).bit_length()  # the next power of two: few shapes to compile
             padded = {n: np.concatenate([v, np.repeat(v[-1:], bucket - rows, 0)]) for n, v in arrays.items()}
-            outputs = self._direct(padded) if self._direct is not None else self._public(padded)
-            return {name: _unpad(value, rows, bucket) for name, value in outputs.items()}
-        return self._direct(arrays) if self._direct is not None else self._public(arrays)
+            return {name: _unpad(value, rows, bucket) for name, value in self._call(padded).items()}
+        return self._call(arrays)
 
     def _public(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._function(*(self._tf.constant(arrays[name]) for name in self._names))

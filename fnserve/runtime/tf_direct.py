@@ -11,9 +11,9 @@ model.
 once at load time and checked against the function's own definition (names and dtypes of its
 inputs, the number of its captures and outputs). It takes the public path itself whenever that
 path would do something else: outside eager execution, under a gradient tape, in a cancellation
-scope. ``direct_call`` returns None for a function it cannot call exactly this way (control
-captures, resource or variant outputs, an attribute this TensorFlow does not have), and the model
-is then called the public way: nothing here changes what a model answers, only what it costs.
+scope. For a function it cannot call exactly this way (control captures, resource or variant
+outputs, an attribute this TensorFlow does not have) ``fastest_call`` gives the public call and
+logs why: nothing here changes what a model answers, only what it costs.
 The private names used are those of TensorFlow 2.21, the version fnserve pins. The tests call tiny
 models (numbers, strings, an echo, a frozen graph) both ways and compare every output;
 ``benchmarks/model_call.py`` does the same for recs and the tagger, bit for bit, before it times
@@ -23,11 +23,14 @@ them (recs at batch 1: 0.157 ms instead of 0.366 ms; at 1,024 rows 0.60x the pub
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("fnserve.models")
 
 Public = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -67,6 +70,16 @@ class DirectCall:
         tensors = [self._eager_tensor(arrays[name], device, dtype) for name, dtype in plan.inputs]
         flat = self._execute(plan.name, len(plan.outputs), tensors + plan.captures, self._attrs, ctx)
         return {name: flat[at].numpy() for name, at in plan.outputs}
+
+
+def fastest_call(function: Any, public: Public, where: object, positional: Sequence[str] = ()) -> Public:
+    """The :class:`DirectCall` of ``function``, or ``public`` itself when it cannot be one (logged,
+    naming ``where``: the model's file or folder)."""
+    direct, why = direct_call(function, public, positional)
+    if direct is None:
+        log.info("%s: called the public way (%s)", where, why)
+        return public
+    return direct
 
 
 def direct_call(

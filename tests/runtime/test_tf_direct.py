@@ -12,7 +12,7 @@ import pytest
 from fnserve import load_model
 from fnserve.optimize.convert import make_variant
 from fnserve.runtime.models import FrozenModel, SavedModel
-from fnserve.runtime.tf_direct import direct_call
+from fnserve.runtime.tf_direct import DirectCall, direct_call, fastest_call
 from tests.support.tiny_models import export_scorer, scorer_inputs
 
 tf = pytest.importorskip("tensorflow")
@@ -49,11 +49,11 @@ def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_direct_call_answers_as_the_public_call_at_every_batch_size(scorer: Path) -> None:
     model = load_model(scorer)
-    assert isinstance(model, SavedModel) and model._direct is not None
+    assert isinstance(model, SavedModel) and isinstance(model._call, DirectCall)
     inputs = scorer_inputs(300)
     for rows in (1, 2, 23, 64, 300):
         arrays = model._check({name: value[:rows] for name, value in inputs.items()})
-        direct, public = model._direct(arrays), model._public(arrays)
+        direct, public = model._call(arrays), model._public(arrays)
         assert set(direct) == set(public) == {"score", "logits"}
         for name in direct:
             assert direct[name].dtype == public[name].dtype
@@ -63,16 +63,16 @@ def test_the_direct_call_answers_as_the_public_call_at_every_batch_size(scorer: 
 def test_a_frozen_graph_is_called_directly_too(scorer: Path, tmp_path: Path) -> None:
     make_variant(scorer, tmp_path / "frozen", "freeze")
     model = load_model(tmp_path / "frozen")
-    assert isinstance(model, FrozenModel) and model._direct is not None
+    assert isinstance(model, FrozenModel) and isinstance(model._call, DirectCall)
     arrays = model._check(scorer_inputs(17))
-    direct, public = model._direct(arrays), model._public(arrays)
+    direct, public = model._call(arrays), model._public(arrays)
     for name in ("score", "logits"):
         np.testing.assert_array_equal(direct[name], public[name])
 
 
 def test_strings_and_outputs_by_name(texts: Path) -> None:
     model = load_model(texts)
-    assert isinstance(model, SavedModel) and model._direct is not None
+    assert isinstance(model, SavedModel) and isinstance(model._call, DirectCall)
     got = model(word=np.array(["ab", "", "héllo"], dtype=object), ab=np.array([[1, 2], [3, 4], [5, -5]]))
     assert got["zlength"].tolist() == [2, 0, 6]  # bytes, as the public call counts them
     assert got["upper"].tolist() == [b"AB", b"", "HéLLO".encode()]
@@ -90,7 +90,7 @@ def test_an_answer_does_not_share_memory_with_the_inputs(tmp_path: Path) -> None
     module = Echo()
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
     model = load_model(tmp_path)
-    assert isinstance(model, SavedModel) and model._direct is not None
+    assert isinstance(model, SavedModel) and isinstance(model._call, DirectCall)
     x = np.ones((4, 64), np.float32)
     answer = model(x=x)["same"]
     x[:] = 7  # the caller reuses its buffer: the answer it already has must not change
@@ -107,8 +107,8 @@ def test_under_a_gradient_tape_the_public_call_is_made(scorer: Path, monkeypatch
         calls.append(1)
         return public(arrays)
 
-    assert model._direct is not None
-    monkeypatch.setattr(model._direct, "_public", counted)
+    assert isinstance(model._call, DirectCall)
+    monkeypatch.setattr(model._call, "_public", counted)
     model(**scorer_inputs(4))
     assert calls == []
     with tf.GradientTape():
@@ -120,6 +120,11 @@ def test_a_function_it_cannot_call_exactly_is_called_the_public_way() -> None:
     positional = tf.function(lambda x: x * 2).get_concrete_function(tf.TensorSpec([None], tf.float32))
     found, why = direct_call(positional, lambda arrays: {})
     assert found is None and "positional" in why
+
+    def public(arrays: Any) -> dict[str, np.ndarray]:
+        return {}
+
+    assert fastest_call(positional, public, "here") is public
     found, why = direct_call(object(), lambda arrays: {})
     assert found is None and why.startswith("AttributeError")
 
