@@ -145,21 +145,9 @@ def fn_batch(
 
 
 def in_process_round(version: int, seconds: float) -> dict[str, Any]:
-    limit, limit_rss = run_subprocess(
-        [sys.executable, __file__, "model-limit", "--version", str(version), "--seconds", str(seconds)]
-    )
-    direct, _ = run_subprocess(
-        [
-            sys.executable,
-            __file__,
-            "model-limit",
-            "--direct",
-            "--version",
-            str(version),
-            "--seconds",
-            str(seconds),
-        ]
-    )
+    argv = [sys.executable, __file__, "model-limit", "--version", str(version), "--seconds", str(seconds)]
+    limit, limit_rss = run_subprocess(argv)
+    direct, _ = run_subprocess([*argv, "--direct"])
     row: dict[str, Any] = {"model_pred_per_s": limit["pred_per_s"], "model_rss_mb": limit_rss}
     row["direct_pred_per_s"] = direct["pred_per_s"]
     for rows in SIZES:
