@@ -20,7 +20,7 @@ from fnserve.batch import BatchError
 from fnserve.batch.columns import check_columns, served_schema
 from fnserve.batch.job import JobSpec, Output, code_digest, fingerprint, identity, storage_options_for
 from fnserve.batch.run import Job
-from fnserve.batch.scoring import LocalScorer, RemoteScorer
+from fnserve.batch.scoring import LocalScorer, RemoteScorer, chunk_rows
 from fnserve.batch.source import Source
 from fnserve.client import Client
 from fnserve.runtime.columns import MAX_ROWS
@@ -57,7 +57,7 @@ def prepare(
     def scorer() -> Iterator[LocalScorer]:
         served = ServedFunction(found, store, None if version is None else str(version))
         served.load()
-        yield LocalScorer(served)
+        yield LocalScorer(served, size)
 
     return Job(
         spec,
@@ -71,6 +71,7 @@ def prepare(
         columns,
         version,
         source.total_rows(),
+        read_rows=chunk_rows(found.schema, size),
     )
 
 

@@ -4,10 +4,11 @@
     summary = job.run(on_progress=show)                         # every part not done before
     summary = job.run(shard=2, shards=4)                        # one index's share (part.index % 4 == 2)
 
-In-process, one loop reads a batch, validates it, calls the model and writes the predictions,
-batch after batch: pyarrow reads ahead (and decompresses) in its own threads and writes without
-the GIL, so the model is what the loop waits on. Against a server, requests fly ``concurrency``
-at a time on an event loop, while one thread reads ahead
+In-process, one loop reads a chunk of rows (whole model batches, up to
+:data:`~fnserve.batch.source.READ_ROWS`), validates it at once, calls the model on it batch by
+batch and writes the predictions, chunk after chunk: pyarrow reads ahead (and decompresses) in
+its own threads and writes without the GIL, so the model is what the loop waits on. Against a
+server, requests fly ``concurrency`` at a time on an event loop, while one thread reads ahead
 (:class:`~fnserve.batch.stages.ReadAhead`) and one writes behind
 (:class:`~fnserve.batch.stages.WriteBehind`). The first error stops the job (parts done stay
 done); so does a count of bad rows over ``max_errors``, the parts being written left unmarked,
@@ -62,6 +63,7 @@ class Job:
     columns: list[str]  # the input's columns to read: the inputs it has and the keys
     version: int | None  # the checkpoint version that scores it (the server's, against one)
     total_rows: int | None = None  # None: not known before reading
+    read_rows: int | None = None  # rows read, checked and written at a time; None: batch_size
 
     def run(
         self, shard: int = 0, shards: int = 1, on_progress: Callable[[Progress], None] | None = None
@@ -99,7 +101,8 @@ class _Run:
         text = [
             f.name for f in job.schema.inputs if f.kind in ("str", "category") and f.name not in job.spec.keys
         ]
-        self.reading = job.source.read(self._wanted, job.columns, job.batch_size, job.spec.part_rows, text)
+        rows = job.read_rows or job.batch_size
+        self.reading = job.source.read(self._wanted, job.columns, rows, job.spec.part_rows, text)
 
     def _wanted(self, part: PartInfo) -> bool:
         return part.index % self.shards == self.shard and part.name not in self.job.done
@@ -141,12 +144,13 @@ class _Run:
             writer.abandon()
 
     def _score_here(self, scorer: LocalScorer) -> None:
-        """In-process, in this thread: each batch read, validated, scored and written in turn.
+        """In-process, in this thread: each chunk read, validated, scored and written in turn.
 
         pyarrow reads ahead in its own threads, and encodes row groups without the GIL in one of
         ours; Python work in threads beside the model would only contend with it for the GIL
         (measured: a reading and a writing thread made recs' batches ~15% slower than this loop,
-        whatever the switch interval)."""
+        whatever the switch interval; a thread checking the next chunk while the model scores
+        this one was no faster, within the machine's noise)."""
         with ThreadPoolExecutor(1, thread_name_prefix="fnserve-batch-encode") as self.encoder:
             try:
                 self._score_batches(scorer)

@@ -1,7 +1,9 @@
 """Scoring batches of rows: in-process, or by a running server; bad rows set apart from good ones.
 
-:class:`LocalScorer` validates a batch with the runtime's decoders and calls the function through
-its :class:`~fnserve.runtime.function.ServedFunction`, one batch at a time. :class:`RemoteScorer`
+:class:`LocalScorer` validates a chunk of rows with the runtime's decoders and calls the function
+through its :class:`~fnserve.runtime.function.ServedFunction`, ``batch_size`` rows per call: a
+decode has a fixed cost several times its cost per row at a model batch's size, so it is paid
+per chunk (:func:`chunk_rows`) rather than per call. :class:`RemoteScorer`
 sends the batch to ``fn serve`` or the gateway (Arrow, or JSON instances for JSON lines; answered
 in Arrow), several requests in flight, labelling each row with the ``X-Model-Version`` of its answer.
 
@@ -28,11 +30,13 @@ import numpy as np
 import pyarrow as pa
 
 from fnserve.batch.rows import Rows
+from fnserve.batch.source import READ_ROWS
 from fnserve.bench.http1 import Connection, encode_request
 from fnserve.client.arrow import answer_table
 from fnserve.client.core import ClientError, RetryPolicy, check
 from fnserve.runtime.errors import FnError, ValidationError
 from fnserve.runtime.function import ServedFunction
+from fnserve.runtime.outputs import Outputs
 from fnserve.runtime.protocols.arrow import output_columns, to_arrow
 from fnserve.runtime.schema import Schema
 
@@ -165,10 +169,11 @@ class Checked:
 
 class LocalScorer:
     """The function in this process: its model loaded by the runtime's own ServedFunction.
-    ``check`` validates a batch as a request's columns are; ``score`` calls the function on it."""
+    ``check`` validates rows as a request's columns are; ``score`` calls the function on them,
+    ``batch_size`` rows at a time."""
 
-    def __init__(self, served: ServedFunction):
-        self.served, self.schema = served, served.schema
+    def __init__(self, served: ServedFunction, batch_size: int):
+        self.served, self.schema, self.batch_size = served, served.schema, batch_size
 
     def check(self, rows: Rows) -> Checked:
         good, columns, found = set_apart(rows, self.schema)
@@ -179,9 +184,26 @@ class LocalScorer:
         good = checked.rows
         if good is None:
             return Scored.nothing(checked.bad)
-        outputs = self.served.call(checked.columns, good.n)
-        named = {name: to_arrow(column) for name, column in output_columns(outputs).items()}
-        return Scored(good.ids, good.key_columns(), named, *_versions(outputs.version, good.n), checked.bad)
+        n, size = good.n, self.batch_size
+        calls = [
+            self.served.call({k: v[at : at + size] for k, v in checked.columns.items()}, min(size, n - at))
+            for at in range(0, n, size)
+        ]  # one model: nothing swaps it while a job runs (Outputs.concat would say so)
+        return _scored(good, Outputs.concat(calls), checked.bad)
+
+
+def _scored(rows: Rows, outputs: Outputs, bad: pa.Table | None = None) -> Scored:
+    named = {name: to_arrow(column) for name, column in output_columns(outputs).items()}
+    return Scored(rows.ids, rows.key_columns(), named, *_versions(outputs.version, rows.n), bad)
+
+
+def chunk_rows(schema: Schema, batch_size: int) -> int:
+    """Rows validated at once in-process: whole model batches, up to READ_ROWS (a few hundred
+    kilobytes of numbers or text). A function of images takes one batch at a time: decoded, its
+    pixels are many times the bytes read, and decoding them costs per image, not per call."""
+    if any(field.kind == "image" for field in schema.inputs):
+        return batch_size
+    return batch_size * max(1, READ_ROWS // batch_size)
 
 
 class RemoteScorer:

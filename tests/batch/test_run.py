@@ -56,6 +56,36 @@ def test_every_format_scores_to_the_same_output_in_input_order(
     assert json.loads(bad.column("input")[0].as_py())["day"] == 9
 
 
+def test_rows_are_checked_in_chunks_and_scored_in_calls_of_the_batch_size(
+    tmp_path: Path, store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnserve.batch.scoring import LocalScorer
+    from fnserve.runtime.function import ServedFunction
+
+    checked, called = [], []
+    check, call = LocalScorer.check, ServedFunction.call
+    monkeypatch.setattr(LocalScorer, "check", lambda self, rows: checked.append(rows.n) or check(self, rows))
+    monkeypatch.setattr(ServedFunction, "call", lambda self, c, n: called.append(n) or call(self, c, n))
+    source = write(rows(350, bad_every=50), tmp_path / "in.parquet", "parquet", row_group_size=100)
+    summary = run(store, source, tmp_path / "out")
+    assert (summary.scored, summary.errors) == (343, 7)
+    assert checked == [100, 100, 100, 50]  # a part's rows at once (up to READ_ROWS), not 32 by 32
+    assert called == [32, 32, 32, 2] * 3 + [32, 17]  # each part's 98 good rows (49 of the last)
+    assert output(tmp_path / "out").column("row").to_pylist() == [i for i in range(350) if i % 50 != 49]
+
+
+def test_a_function_of_images_is_checked_one_batch_at_a_time() -> None:
+    from fnserve.batch.scoring import chunk_rows
+    from fnserve.batch.source import READ_ROWS
+    from fnserve.runtime.schema import InputField, OutputSpec, Schema
+
+    numbers = Schema((InputField("x", "float", True),), OutputSpec("float"))
+    images = Schema((InputField("photo", "image", True),), OutputSpec("float"))
+    assert chunk_rows(numbers, 1024) == READ_ROWS and chunk_rows(numbers, 3000) == 6000
+    assert chunk_rows(numbers, READ_ROWS + 1) == READ_ROWS + 1
+    assert chunk_rows(images, 64) == 64
+
+
 def test_max_errors_stops_the_job_keeping_what_is_done_and_a_rerun_finishes_it(
     tmp_path: Path, store: CheckpointStore
 ) -> None:
