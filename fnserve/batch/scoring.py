@@ -188,13 +188,10 @@ class LocalScorer:
         calls = [
             self.served.call({k: v[at : at + size] for k, v in checked.columns.items()}, min(size, n - at))
             for at in range(0, n, size)
-        ]  # one model: nothing swaps it while a job runs (Outputs.concat would say so)
-        return _scored(good, Outputs.concat(calls), checked.bad)
-
-
-def _scored(rows: Rows, outputs: Outputs, bad: pa.Table | None = None) -> Scored:
-    named = {name: to_arrow(column) for name, column in output_columns(outputs).items()}
-    return Scored(rows.ids, rows.key_columns(), named, *_versions(outputs.version, rows.n), bad)
+        ]
+        outputs = Outputs.concat(calls)  # one model: nothing swaps it while a job runs (concat would say so)
+        named = {name: to_arrow(column) for name, column in output_columns(outputs).items()}
+        return Scored(good.ids, good.key_columns(), named, *_versions(outputs.version, n), checked.bad)
 
 
 def chunk_rows(schema: Schema, batch_size: int) -> int:
