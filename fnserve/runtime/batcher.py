@@ -109,6 +109,8 @@ class Batcher:
         (0: never); ``alone``: whether the request asking is the only one in the server;
         ``on_inline``: told of each such call (a metric)."""
         self.schema = schema
+        # Only variable-shape inputs make a job's shape key; most functions have none.
+        self._ragged = any(f.kind in ("tensor", "image") and None in f.shape for f in schema.inputs)
         self._call = call
         self.max_batch_size = max_batch_size
         self.max_queue_instances = max(max_queue_instances, max_batch_size)
@@ -144,18 +146,22 @@ class Batcher:
         """Refuse now (429) what the queue cannot hold or could not finish before the deadline."""
         if self._queued == 0:
             return  # an idle queue admits any request, however large (the app allows 10,000 rows)
-        wait_s = self.drain_estimate_s(n)
-        retry = {"retry_after_s": max(1, math.ceil(self.drain_estimate_s()))}
         if self._queued + n > self.max_queue_instances:
             raise Overloaded(
-                f"queue is full ({self._queued} instances waiting); retry later", status=429, **retry
+                f"queue is full ({self._queued} instances waiting); retry later",
+                status=429,
+                retry_after_s=self._retry_after_s(),
             )
-        if self.cost.known and wait_s > timeout_s:
+        if self.cost.known and (wait_s := self.drain_estimate_s(n)) > timeout_s:
             raise Overloaded(
                 f"overloaded: the queue needs ~{wait_s:.1f}s, past this function's {timeout_s:g}s deadline",
                 status=429,
-                **retry,
+                retry_after_s=self._retry_after_s(),
             )
+
+    def _retry_after_s(self) -> int:
+        """A refused caller's ``Retry-After``: the queue's drain time, in whole seconds."""
+        return max(1, math.ceil(self.drain_estimate_s()))
 
     async def submit(self, columns: Inputs, n: int, timeout_s: float) -> Outputs:
         """Outputs for ``n`` rows of ``columns``, in order. Large requests are split into batch-sized jobs."""
@@ -171,23 +177,23 @@ class Batcher:
         for start in range(0, n, self.max_batch_size):
             stop = min(n, start + self.max_batch_size)
             part = columns if (start, stop) == (0, n) else slice_columns(columns, start, stop)
-            jobs.append(Job(part, stop - start, shape_key(self.schema, part), loop.create_future()))
+            key = shape_key(self.schema, part) if self._ragged else ()
+            jobs.append(Job(part, stop - start, key, loop.create_future()))
         self._queue.extend(jobs)
         self._queued += n
         self._dispatch()
+        # The deadline is one timer that fails the jobs' futures: a third of what asyncio.timeout
+        # costs a request (its context manager, its rescheduling, the task's cancel bookkeeping).
+        deadline = loop.call_later(timeout_s, _expire, jobs, timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):  # cheaper than wait_for: no extra task
-                if len(jobs) == 1:
-                    parts = [await jobs[0].future]
-                else:
-                    parts = await asyncio.gather(*(j.future for j in jobs))
-        except TimeoutError:
-            raise Timeout(f"no answer within the deadline of {timeout_s:g}s") from None
+            if len(jobs) == 1:
+                return await jobs[0].future
+            return Outputs.concat(await asyncio.gather(*(j.future for j in jobs)))
         finally:
+            deadline.cancel()
             for job in jobs:  # a timed-out, cancelled or disconnected request drops its queued work
                 if not job.future.done():
                     job.future.cancel()
-        return Outputs.concat(parts)
 
     def _may_inline(self, n: int) -> bool:
         """Idle, and the call for ``n`` rows is known to be short."""
@@ -296,6 +302,12 @@ class Batcher:
         self._queue.clear()
         self._queued = 0
         self._executor.shutdown(wait=False)  # a call already started still answers its waiters
+
+
+def _expire(jobs: list[Job], timeout_s: float) -> None:
+    """The deadline passed: the request's unanswered jobs fail (``submit`` drops them)."""
+    for job in jobs:
+        _settle(job, exc=Timeout(f"no answer within the deadline of {timeout_s:g}s"))
 
 
 def _settle(job: Job, *, result: Outputs | None = None, exc: BaseException | None = None) -> None:
