@@ -143,8 +143,8 @@ PREFIX = "/function/"
 
 
 class PredictionRoute:
-    """``GET``/``POST /function/{target}`` handed to its endpoint straight away; everything else
-    to ``app`` (Starlette, which has the same route too).
+    """``GET``/``HEAD``/``POST /function/{target}`` handed to its endpoint straight away;
+    everything else to ``app`` (Starlette, which has the same route too).
 
     Starlette's router and middleware around the endpoint (its error middleware, its exception
     middleware, the route list's matching and the wrappers each of them puts around ``send``)
@@ -152,8 +152,8 @@ class PredictionRoute:
     concurrency 64): the hot path skips them. What it loses is nothing the endpoint relies on:
     its errors are answered by the endpoint itself (``protocols.common.endpoint``), and anything
     else it raises reaches :class:`RequestContext`, which logs it and answers the same 500 as
-    Starlette's handler would. A ``HEAD``, a path with more segments, or an app mounted under a
-    ``root_path`` go the general way.
+    Starlette's handler would. Other methods, a path with more segments, or an app mounted
+    under a ``root_path`` go the general way.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], endpoint: Endpoint):
@@ -162,7 +162,7 @@ class PredictionRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             path: str = scope["path"]
-            if path.startswith(PREFIX) and scope["method"] in ("GET", "POST"):
+            if path.startswith(PREFIX) and scope["method"] in ("GET", "HEAD", "POST"):
                 target = path[len(PREFIX) :]
                 if target and "/" not in target:
                     scope["path_params"] = {"target": target}

@@ -235,6 +235,20 @@ def test_a_deadline_gives_timeout_and_drops_the_queued_work() -> None:
     assert model.calls == [[0.0], [2.0]]  # the timed-out instance never reached the model
 
 
+def test_a_deadline_passing_mid_computation_fails_a_split_request_and_drops_its_other_parts() -> None:
+    async def body(batcher: Batcher, model: Model) -> Timeout:
+        with pytest.raises(Timeout) as info:
+            await submit(batcher, instances(1, 2, 3), 0.05)  # three jobs of one row; the first held
+        model.release.set()
+        assert await submit(batcher, instances(4), WAIT_S) == [40.0]
+        return info.value
+
+    model = Model(hold=True)
+    error = run(body, model, max_batch_size=1)
+    assert error.status == 504 and "0.05s" in error.message
+    assert model.calls == [[1.0], [4.0]]  # the two parts still queued never reached the model
+
+
 def test_a_lone_request_is_not_delayed() -> None:
     async def body(batcher: Batcher, model: Model) -> float:
         started = time.perf_counter()

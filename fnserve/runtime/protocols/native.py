@@ -1,6 +1,7 @@
 """``/function/{name}``: fnserve's own protocol.
 
-* ``GET /function/recs?a=1&b=x`` — one instance from query parameters;
+* ``GET /function/recs?a=1&b=x`` — one instance from query parameters (``HEAD``: the same
+  answer's headers);
 * ``POST`` JSON — one instance ``{...}`` or ``{"instances": [...]}``;
 * ``POST`` raw image bytes (``image/*``) — for a function with one image input, other inputs
   in the query string;
@@ -58,7 +59,7 @@ def routes(runtime: Runtime) -> list[Route]:
         fn, current, pinned = runtime.resolve(request.path_params["target"])
         with observed(runtime, fn.name, request):
             headers = raw_headers(request.scope)
-            if request.method == "GET":
+            if request.method != "POST":  # GET, or HEAD: the same answer, whose body the server drops
                 query = request.scope["query_string"]
                 hit = runtime.shortcuts[fn.name].query_hit(current, query)  # a table's row: checked already
                 if hit is not None:
