@@ -34,7 +34,7 @@ def call(app: PredictionRoute, scope: dict[str, Any]) -> list[dict[str, Any]]:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message)
 
     asyncio.run(app({"query_string": b"", "headers": [], **scope}, receive, send))
