@@ -4,8 +4,10 @@
   (no HTTP, no decoding; for recs with the vocabularies' id lookups before it, as every peer and
   fnserve's function do them), at the batch sizes of the scenarios; prints one JSON object.
 * ``protocol-server``: the protocol limit, fnserve's HTTP stack (Hypercorn with fnserve's
-  config, Starlette, fnserve's request-id middleware, orjson) with a handler that reads the
-  body and answers a constant: what HTTP alone costs on this machine.
+  config, fnserve's request-id middleware and its prediction route, orjson; Starlette for the
+  other paths) with a handler that reads the body and answers a constant: what HTTP alone costs
+  on this machine. ``--router``: predictions through Starlette's router as well, the stack
+  before fnserve's predictions left it (the limit issue 14's "today 0.75x" was measured against).
 
 compare.py runs both pinned to the server core; by hand:
 
@@ -77,14 +79,18 @@ def model_limits(seconds: float, windows: int = 1) -> dict[str, dict[str, float]
     return out
 
 
-def protocol_app() -> Any:
-    """Starlette behind fnserve's middleware; ``?k=N`` answers N constant predictions."""
+def protocol_app(router: bool = False) -> Any:
+    """fnserve's stack answering constants (``?k=N``: N constant predictions): its middleware,
+    then ``/function/{name}`` straight to the handler as fnserve's ``PredictionRoute`` does, the
+    rest through Starlette; ``router``: every path through Starlette's router and middleware,
+    as fnserve did before it took its predictions out of them."""
     import orjson
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from fnserve.runtime.app import PredictionRoute
     from fnserve.runtime.http import RequestContext, json_response
 
     answers: dict[int, bytes] = {}
@@ -103,10 +109,11 @@ def protocol_app() -> Any:
         Route("/v2/models/{name}/infer", constant, methods=["POST"]),
         Route("/healthz", health),
     ]
-    return RequestContext(Starlette(routes=routes))
+    app = Starlette(routes=routes)
+    return RequestContext(app if router else PredictionRoute(app, constant))
 
 
-def serve_protocol(port: int) -> None:
+def serve_protocol(port: int, router: bool = False) -> None:
     from hypercorn.asyncio import serve
 
     from fnserve.runtime.server import bind_socket, hypercorn_config, run
@@ -116,7 +123,7 @@ def serve_protocol(port: int) -> None:
     print(f"protocol limit: listening on http://127.0.0.1:{port}", flush=True)
     # the same stack as `fn serve`: Hypercorn on the event loop fn serve's settings pick
     event_loop = Settings.load(scenarios.ROOT, os.environ).event_loop
-    run(serve(protocol_app(), hypercorn_config(sock, drain_timeout_s=1)), event_loop)
+    run(serve(protocol_app(router), hypercorn_config(sock, drain_timeout_s=1)), event_loop)
 
 
 def main() -> None:
@@ -129,11 +136,14 @@ def main() -> None:
     model.add_argument("--windows", type=int, default=3, help="measuring windows per batch size, best kept")
     server = sub.add_parser("protocol-server", help="serve the constant handler")
     server.add_argument("--port", type=int, required=True)
+    server.add_argument(
+        "--router", action="store_true", help="predictions through Starlette's router too (the old stack)"
+    )
     args = parser.parse_args()
     if args.command == "model":
         print(json.dumps(model_limits(args.seconds, args.windows)))
     else:
-        serve_protocol(args.port)
+        serve_protocol(args.port, args.router)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 the lone-call path on and off, next to the protocol and model limits, side by side in one run.
 
 Servers, all up at once and pinned to core 0 (an idle one costs nothing): the protocol limit
-(``limits.py protocol-server``: fnserve's HTTP stack answering a constant), and ``python -m
+(``limits.py protocol-server``: fnserve's HTTP stack answering a constant), the same with
+predictions through Starlette's router (``--router``: the stack the issue's "today 0.75x" was
+measured on, before fnserve's predictions left the router), and ``python -m
 fnserve.runtime functions/recs`` (checkpoint v1) twice: ``[serve] lone_call_max_ms = 1`` (the
 default: a lone request's short model call runs on the event loop's own turn) and ``= 0`` (every
 call handed to the model thread, as before). wrk (one thread, keep-alive) on core 1 sends one GET
@@ -15,7 +17,8 @@ ratios: the median of the rounds' own ratios.
     .venv/bin/python benchmarks/lone_request.py --rounds 2 --seconds 3
 
 Targets (issue 14): c=1 p50 <= protocol p50 + model batch-1 p50 + 0.15 ms; c=64 >= 0.8x the
-protocol limit's requests/s with p99 no worse than with the lone path off.
+protocol limit's requests/s with p99 no worse than with the lone path off; c=64 is also shown
+against the router's stack.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> tuple[
             raise SystemExit(f"{name} exited; see {logs / f'{name}.log'}")
         try:
             if (
-                httpx.get(f"{url}/readyz" if name != "protocol" else f"{url}/healthz", timeout=1).status_code
+                httpx.get(
+                    f"{url}/healthz" if name.startswith("protocol") else f"{url}/readyz", timeout=1
+                ).status_code
                 == 200
             ):
                 return proc, url
@@ -98,6 +103,7 @@ def main() -> None:
     try:
         for name, argv, extra in (
             ("protocol", [str(HERE / "limits.py"), "protocol-server"], {}),
+            ("protocol router", [str(HERE / "limits.py"), "protocol-server", "--router"], {}),
             ("lone on", runtime, {"FNSERVE_LONE_CALL_MAX_MS": "1"}),
             ("lone off", runtime, {"FNSERVE_LONE_CALL_MAX_MS": "0"}),
         ):
@@ -112,9 +118,9 @@ def main() -> None:
             order = list(paths) if r % 2 == 0 else list(reversed(paths))
             for name in order:
                 measured[f"{name} c1"] = wrk(paths[name], 1, args.seconds)
-                before = _inline_calls(urls[name]) if name != "protocol" else 0.0
+                before = _inline_calls(urls[name]) if not name.startswith("protocol") else 0.0
                 measured[f"{name} c64"] = wrk(paths[name], 64, args.seconds)
-                if name != "protocol":  # how many requests under load took the lone path
+                if not name.startswith("protocol"):  # how many requests under load took the lone path
                     measured[f"{name} c64"]["lone_calls"] = _inline_calls(urls[name]) - before
             rounds.append(measured)
             print(
@@ -159,7 +165,7 @@ def report(rounds: list[dict[str, Any]], inline: list[int]) -> dict[str, Any]:
         f"\nrecs, one GET per prediction, best of {len(rounds)} rounds (servers on core 0, wrk on core 1)\n"
     )
     print(f"{'':18}{'c1 p50 ms':>10}{'c1 p99':>8}{'c64 req/s':>11}{'c64 p99 ms':>11}")
-    for name in ("protocol", "lone on", "lone off"):
+    for name in ("protocol", "protocol router", "lone on", "lone off"):
         a, b = best(f"{name} c1", True), best(f"{name} c64", False)
         print(f"{name:18}{a['p50_ms']:>10.3f}{a['p99_ms']:>8.2f}{b['rps']:>11,.0f}{b['p99_ms']:>11.2f}")
     model = min(r["model_p50_ms"] for r in rounds)
@@ -181,6 +187,12 @@ def report(rounds: list[dict[str, Any]], inline: list[int]) -> dict[str, Any]:
     )
     verdict = "PASS" if c64 >= 0.8 else "FAIL"
     print(f"c64 vs protocol limit: {c64:.2f}x on, {c64_off:.2f}x off (target >= 0.8x): {verdict}")
+    routed = statistics.median(r["lone on c64"]["rps"] / r["protocol router c64"]["rps"] for r in rounds)
+    router = statistics.median(r["protocol c64"]["rps"] / r["protocol router c64"]["rps"] for r in rounds)
+    print(
+        f"c64 vs the protocol limit through Starlette's router (the issue's old stack): {routed:.2f}x on "
+        f"({'PASS' if routed >= 0.8 else 'FAIL'}); the protocol limit itself is {router:.2f}x that stack"
+    )
     print(f"c64 p99, on vs off: {p99:.2f}x (target <= 1 beyond noise)")
     return {
         "c1_margin_ms": margin,
@@ -188,6 +200,8 @@ def report(rounds: list[dict[str, Any]], inline: list[int]) -> dict[str, Any]:
         "c64_vs_protocol": c64,
         "c64_off_vs_protocol": c64_off,
         "c64_p99_on_vs_off": p99,
+        "c64_vs_protocol_router": routed,
+        "protocol_vs_protocol_router": router,
         "lone_calls": inline,
     }
 
