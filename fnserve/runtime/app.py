@@ -21,7 +21,7 @@ from fnserve.runtime.dashboard.data import runtime_data
 from fnserve.runtime.errors import BadRequest, NotFound, first_line
 from fnserve.runtime.http import Receive, RequestContext, Scope, Send, error_response, json_response
 from fnserve.runtime.protocols import native, tfserving, v2
-from fnserve.runtime.protocols.common import endpoint
+from fnserve.runtime.protocols.common import Handler, endpoint
 from fnserve.runtime.service import Runtime
 
 MAX_READY_WAIT_S = 30.0  # the longest a /readyz?wait_s= request is held
@@ -138,7 +138,6 @@ def create_app(runtime: Runtime) -> RequestContext:
     return context
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 PREFIX = "/function/"
 
 
@@ -156,7 +155,7 @@ class PredictionRoute:
     under a ``root_path`` go the general way.
     """
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], endpoint: Endpoint):
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], endpoint: Handler):
         self.app, self.endpoint = app, endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

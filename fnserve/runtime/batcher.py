@@ -41,7 +41,7 @@ from fnserve.runtime.codec import Inputs, Rows, slice_columns, stack_parts
 from fnserve.runtime.costmodel import CostModel
 from fnserve.runtime.errors import FnError, ModelError, NotReady, Overloaded, Timeout
 from fnserve.runtime.outputs import Outputs
-from fnserve.runtime.schema import Schema
+from fnserve.runtime.schema import InputField, Schema
 
 
 @dataclass(eq=False)
@@ -53,11 +53,16 @@ class Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+def variable_shape(f: InputField) -> bool:
+    """A tensor or image input whose instances may differ in shape."""
+    return f.kind in ("tensor", "image") and None in f.shape
+
+
 def shape_key(schema: Schema, columns: Inputs) -> tuple[Any, ...]:
     """Jobs whose tensors/images differ in shape must not be stacked together."""
     key = []
     for f in schema.inputs:
-        if f.kind not in ("tensor", "image") or None not in f.shape:
+        if not variable_shape(f):
             continue
         column = [row[f.name] for row in columns] if isinstance(columns, Rows) else columns[f.name]
         if isinstance(column, np.ndarray):
@@ -110,7 +115,7 @@ class Batcher:
         ``on_inline``: told of each such call (a metric)."""
         self.schema = schema
         # Only variable-shape inputs make a job's shape key; most functions have none.
-        self._ragged = any(f.kind in ("tensor", "image") and None in f.shape for f in schema.inputs)
+        self._ragged = any(variable_shape(f) for f in schema.inputs)
         self._call = call
         self.max_batch_size = max_batch_size
         self.max_queue_instances = max(max_queue_instances, max_batch_size)
